@@ -1,0 +1,216 @@
+"""The `edgekit` command: a thin argument parser that dispatches to each stage's `run(args) -> int`.
+
+Stage modules are imported only when their command runs, so `edgekit --help` and `edgekit predict`
+start without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from edgekit import __version__
+
+TASKS = ("text", "image", "speech")
+FORMATS = ("tflite", "onnx")
+VARIANTS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
+BACKBONES = ("mobilenet_v2", "vgg16", "resnet50", "inception_v3")
+
+
+def _csv_choice(valid: tuple[str, ...]):
+    """argparse type for a comma-separated subset of `valid` (error lists the valid names)."""
+
+    def parse(text: str) -> list[str]:
+        items = [t.strip().lower() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if t not in valid]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(bad) or 'empty list'}; choose from {','.join(valid)}")
+        return list(dict.fromkeys(items))
+
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgekit",
+        description="Train, quantize, convert, verify and run Keras models on edge CPUs.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgekit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="STAGE", required=True)
+
+    # train ------------------------------------------------------------------------------------
+    p = sub.add_parser("train", help="train a text, image or speech model (embedded data or --data)")
+    p.add_argument("task", choices=TASKS)
+    p.add_argument("--data", help="CSV/TSV file (text), folder of class folders (image), "
+                                  "folder of WAV files (speech); default: embedded data")
+    p.add_argument("--out", help="model directory to write (default: models/TASK)")
+    p.add_argument("--epochs", type=_positive_int, help="training epochs (default per task)")
+    p.add_argument("--seed", type=int, default=0, help="seed for splits, init and shuffling")
+    p.add_argument("--text-column", help="text column name (text task)")
+    p.add_argument("--label-column", help="label column name (text task)")
+    p.add_argument("--backbone", choices=BACKBONES, default="mobilenet_v2",
+                   help="keras.applications backbone (image task)")
+    p.add_argument("--weights", choices=("auto", "imagenet", "none"), default="auto",
+                   help="image backbone weights: imagenet when available (auto), or random init")
+    p.add_argument("--input-size", type=_positive_int, help="image input side in pixels")
+    p.add_argument("--fine-tune-epochs", type=int, default=None,
+                   help="epochs of fine-tuning the unfrozen backbone after the head (image task)")
+    p.add_argument("--features", choices=("log_mel", "mfcc"), help="speech features")
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--max-samples", type=_positive_int,
+                   help="use at most this many training samples (quick runs)")
+
+    # export -----------------------------------------------------------------------------------
+    p = sub.add_parser("export", help="quantize and convert a model directory to TFLite/ONNX bundles")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("--out", help="folder for the bundles (default: MODEL_DIR/../artifacts)")
+    p.add_argument("--formats", type=_csv_choice(FORMATS), default=list(FORMATS),
+                   help="comma-separated: " + ",".join(FORMATS))
+    p.add_argument("--variants", type=_csv_choice(VARIANTS), default=list(VARIANTS),
+                   help="comma-separated: " + ",".join(VARIANTS))
+    p.add_argument("--calibration-samples", type=_positive_int, default=200,
+                   help="representative samples for full-integer calibration (default 200)")
+    p.add_argument("--int8-io", choices=("float32", "int8", "uint8"), default="float32",
+                   help="input/output type of the full int8 TFLite variant")
+    p.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset (>= 17)")
+    p.add_argument("--device", help="also check ops against this device profile's backends")
+    p.add_argument("--allow-unsafe", action="store_true",
+                   help="allow loading a legacy .h5 model (such files can execute code)")
+
+    # verify -----------------------------------------------------------------------------------
+    p = sub.add_parser("verify", help="parity and accuracy-after-quantization gates and report")
+    p.add_argument("paths", nargs="+", metavar="MODEL_DIR ARTIFACTS_DIR",
+                   help="model directory and bundle folder (with --golden: only the bundles)")
+    p.add_argument("--data", help="labelled data to evaluate on (default: the model's held-out split)")
+    p.add_argument("--text-column")
+    p.add_argument("--label-column")
+    p.add_argument("--json", dest="json_path", metavar="FILE", help="write results as JSON")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
+    p.add_argument("--markdown", metavar="FILE", help="write a Markdown summary")
+    p.add_argument("--save-golden", metavar="FILE", help="store inputs and Keras outputs (npz)")
+    p.add_argument("--golden", metavar="FILE", help="compare bundles against a golden file (no Keras)")
+    p.add_argument("--gate", action="append", default=[], metavar="VARIANT.KEY=VALUE",
+                   help="override a gate, e.g. int8.max_accuracy_drop=2.0 (repeatable)")
+    p.add_argument("--fix", action="store_true",
+                   help="re-export failing int8 variants keeping the worst layers in float")
+    p.add_argument("--max-samples", type=_positive_int, help="evaluate at most this many samples")
+    p.add_argument("--allow-unsafe", action="store_true",
+                   help="allow loading a legacy .h5 model (such files can execute code)")
+
+    # predict ----------------------------------------------------------------------------------
+    p = sub.add_parser("predict", help="run a bundle on texts, images (.jpg/.png/.npy) or WAV files")
+    p.add_argument("bundle", metavar="BUNDLE")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument("--backend", choices=("auto", "litert", "tflite_runtime", "tensorflow", "onnxruntime"),
+                   default="auto")
+    p.add_argument("--threads", type=_positive_int)
+    p.add_argument("--device", help="device profile supplying runtime defaults")
+    p.add_argument("--top-k", type=_positive_int, default=3)
+
+    # bench ------------------------------------------------------------------------------------
+    p = sub.add_parser("bench", help="latency and memory of a bundle, side by side with Keras")
+    p.add_argument("bundle", metavar="BUNDLE")
+    p.add_argument("--threads", type=_positive_int)
+    p.add_argument("--runs", type=_positive_int, default=100)
+    p.add_argument("--warmup", type=_positive_int, default=10)
+    p.add_argument("--compare-keras", metavar="MODEL_DIR", help="also time the Keras model")
+    p.add_argument("--json", dest="json_path", metavar="FILE", help="write results as JSON")
+    p.add_argument("--backend", choices=("auto", "litert", "tflite_runtime", "tensorflow", "onnxruntime"),
+                   default="auto")
+    p.add_argument("--allow-unsafe", action="store_true")
+
+    # devices ----------------------------------------------------------------------------------
+    p = sub.add_parser("devices", help="device profiles, and bundle checks under CPU emulation")
+    dsub = p.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
+    dsub.add_parser("list", help="list device profiles")
+    d = dsub.add_parser("show", help="show one device profile")
+    d.add_argument("name", metavar="NAME")
+    d = dsub.add_parser("check", help="run bundles on an emulated device CPU and compare to the host")
+    d.add_argument("name", metavar="NAME")
+    d.add_argument("bundles", nargs="+", metavar="BUNDLE")
+    d.add_argument("--golden", metavar="FILE", help="golden npz (default: computed on the host)")
+    d.add_argument("--samples", type=_positive_int, default=8, help="inputs to compare (default 8)")
+    d.add_argument("--json", dest="json_path", metavar="FILE")
+
+    # deploy -----------------------------------------------------------------------------------
+    p = sub.add_parser("deploy", help="copy runtime + bundle to a real device over ssh and check it")
+    p.add_argument("name", metavar="NAME", help="device profile")
+    p.add_argument("bundle", metavar="BUNDLE")
+    p.add_argument("--ssh", required=True, metavar="USER@HOST")
+    p.add_argument("--port", type=_positive_int, default=22)
+    p.add_argument("--identity", metavar="KEY", help="ssh private key")
+    p.add_argument("--python", default="python3", help="Python on the device (default python3)")
+    p.add_argument("--remote-dir", default="~/edgekit-deploy")
+    p.add_argument("--golden", metavar="FILE", help="golden npz (default: computed on the host)")
+    p.add_argument("--runs", type=_positive_int, default=50, help="bench runs on the device")
+    p.add_argument("--json", dest="json_path", metavar="FILE")
+
+    # pipeline ---------------------------------------------------------------------------------
+    p = sub.add_parser("pipeline", help="train -> export -> verify all three models, one report")
+    p.add_argument("--out", default="edgekit-output", help="output folder (default edgekit-output)")
+    p.add_argument("--data-dir", help="folder laid out like shared/data (sms_spam/, cifar10_small/, fsdd/)")
+    p.add_argument("--quick", action="store_true", help="small settings: finishes within 3 minutes")
+    p.add_argument("--tasks", type=_csv_choice(TASKS), default=list(TASKS))
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+# command -> "module:function"; each function takes the parsed args and returns an exit code.
+COMMANDS = {
+    "train": "train.command:run",
+    "export": "export.command:run",
+    "verify": "verify.command:run",
+    "predict": "runtime.cli:predict_command",
+    "bench": "edgekit.bench:run",
+    "devices": "devices.command:run",
+    "deploy": "devices.deploy:run",
+    "pipeline": "edgekit.pipeline:run",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, func_name = COMMANDS[args.command].split(":")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        print("edgekit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one clear line, no traceback unless --debug
+        if args.debug:
+            raise
+        from edgekit.common import UserError
+
+        runtime_errors: tuple = ()
+        try:
+            from runtime.errors import EdgekitError
+
+            runtime_errors = (EdgekitError,)
+        except ImportError:  # pragma: no cover
+            pass
+        if isinstance(exc, (UserError, *runtime_errors)):
+            print(f"edgekit {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"edgekit {args.command}: internal error: {type(exc).__name__}: {message} "
+              f"(run with --debug for the traceback)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Shared fixtures: the real datasets in ../shared/data, and models trained on them once per session.
+
+Parity tests need trained models (a random-weight model gives near-uniform outputs that any
+variant matches), so the session trains each kind once with quick settings and shares it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("EDGEKIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def _dataset(relative: str) -> Path:
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"real dataset {path} is absent (tests use ../shared/data beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sms_spam() -> Path:
+    return _dataset("sms_spam/sms_spam.tsv")
+
+
+@pytest.fixture(scope="session")
+def fsdd() -> Path:
+    return _dataset("fsdd")
+
+
+@pytest.fixture(scope="session")
+def cifar10_small() -> Path:
+    return _dataset("cifar10_small")
+
+
+# Quick training settings: enough for confident outputs, small enough for a 20-minute suite.
+QUICK_TRAINING = {
+    "text": {"epochs": 3},
+    "speech": {"epochs": 8},
+    "image": {"epochs": 3},
+}
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory):
+    """A factory: trained_dir("text") trains (once per session) on the real dataset and returns the
+    model directory."""
+    from train import train_model
+
+    cache: dict[str, Path] = {}
+    sources = {"text": "sms_spam/sms_spam.tsv", "speech": "fsdd", "image": "cifar10_small"}
+
+    def get(task: str) -> Path:
+        if task not in cache:
+            data = _dataset(sources[task])
+            out = tmp_path_factory.mktemp(f"model-{task}") / task
+            cache[task] = train_model(task, out=out, data=str(data), seed=0, quick=True,
+                                      **QUICK_TRAINING[task])
+        return cache[task]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def exported_dir(tmp_path_factory, trained_dir):
+    """A factory: exported_dir("text") exports every format and variant of the trained model once
+    per session and returns the folder of bundles."""
+    from export import export_model
+
+    cache: dict[str, Path] = {}
+
+    def get(task: str) -> Path:
+        if task not in cache:
+            out = tmp_path_factory.mktemp(f"bundles-{task}")
+            export_model(trained_dir(task), out)
+            cache[task] = out
+        return cache[task]
+
+    return get
