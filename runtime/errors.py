@@ -2,7 +2,11 @@
 
 
 class EdgekitError(Exception):
-    """Base class of every error that `runtime` raises on purpose."""
+    """Base class of every error that `runtime` raises on purpose. The message is always one line:
+    any newlines in it (from a backend's own message, say) are folded into spaces."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(" ".join(str(message).split()), *args)
 
 
 class InvalidInputError(EdgekitError, ValueError):
@@ -19,3 +23,15 @@ class IntegrityError(ModelFileError):
 
 class BackendUnavailableError(EdgekitError):
     """No installed inference backend can run this model file."""
+
+
+class SettingsError(EdgekitError, ValueError):
+    """A runtime setting or device profile is invalid or unknown."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception from a backend, for wrapping it in one of ours."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()[:300]
+    return type(exc).__name__

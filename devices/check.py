@@ -1,0 +1,314 @@
+"""`edgekit devices check NAME BUNDLE...`: run bundles on the device's CPU under user-mode QEMU, with
+edgekit's own `runtime` package inside a Python of the device's architecture, and compare the outputs
+with the host's (a golden file).
+
+Golden: `--golden FILE` (verify --save-golden: Keras reference), or computed here by running the SAME
+bundle on the host with the same runtime code on the model's held-out inputs (heldout.npz beside the
+model directory) or, when no data is at hand, random-but-valid inputs of the bundle's input spec.
+
+Emulated timings say nothing about the device's speed, so none are reported as latency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from devices import emulation, profiles
+from devices.device_script import SAME_BUNDLE_TOLERANCE
+from edgekit.common import UserError, atomic_write_json, log
+
+ROOT = Path(__file__).resolve().parents[1]
+DEVICE_SCRIPT = "edgekit_device.py"
+EMULATED_NOTE = "emulated: timings not meaningful"
+DEVICE_TIMEOUT_S = 1800
+
+
+# --- bundles and inputs -------------------------------------------------------------------------
+
+def read_bundle(path: str | os.PathLike) -> tuple[Path, dict]:
+    bundle = Path(path)
+    manifest_path = bundle / "manifest.json"
+    if not manifest_path.is_file():
+        raise UserError(f"not a bundle (no manifest.json): {bundle}")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{manifest_path} is not valid JSON ({exc})") from None
+    for key in ("format", "variant", "model_file", "inputs", "outputs"):
+        if key not in manifest:
+            raise UserError(f"{manifest_path} lacks {key!r}")
+    if not (bundle / manifest["model_file"]).is_file():
+        raise UserError(f"{bundle / manifest['model_file']} is missing")
+    return bundle.resolve(), manifest
+
+
+def find_heldout(bundle: Path, manifest: dict) -> Path | None:
+    """heldout.npz of the model the bundle came from: in the bundle, or in a model directory
+    (edgekit.json with the same name) beside the bundle's folder (export's default layout)."""
+    if (bundle / "heldout.npz").is_file():
+        return bundle / "heldout.npz"
+    for parent in (bundle.parent, bundle.parent.parent):
+        if not parent.is_dir():
+            continue
+        for model_dir in [parent, *sorted(p for p in parent.iterdir() if p.is_dir())]:
+            meta, heldout = model_dir / "edgekit.json", model_dir / "heldout.npz"
+            if meta.is_file() and heldout.is_file():
+                try:
+                    name = json.loads(meta.read_text(encoding="utf-8")).get("name")
+                except (OSError, json.JSONDecodeError):
+                    continue
+                if name == manifest.get("name"):
+                    return heldout
+    return None
+
+
+def random_inputs(bundle: Path, manifest: dict, samples: int, seed: int = 0) -> np.ndarray:
+    """Random inputs that the model accepts: token ids below the vocabulary size, features ~N(0,1)."""
+    spec = manifest["inputs"][0]
+    shape = [samples] + [1 if (d is None or d < 0) else int(d) for d in spec["shape"][1:]]
+    dtype = np.dtype(spec["dtype"])
+    rng = np.random.default_rng(seed)
+    if (spec.get("quantization") or {}).get("scale"):  # int8 io: the runtime quantizes float features
+        return np.clip(rng.standard_normal(shape), -3, 3).astype(np.float32)
+    if np.issubdtype(dtype, np.integer):
+        vocab = bundle / (manifest.get("preprocessing") or {}).get("vocab_file", "assets/vocab.txt")
+        high = 100
+        if vocab.is_file():
+            high = max(3, sum(1 for _ in vocab.open(encoding="utf-8")))
+        x = rng.integers(2, high, size=shape)
+        if x.ndim == 2:  # right-padded like real sequences
+            lengths = rng.integers(1, shape[1] + 1, size=shape[0])
+            x[np.arange(shape[1])[None, :] >= lengths[:, None]] = 0
+        return x.astype(dtype)
+    return np.clip(rng.standard_normal(shape), -3, 3).astype(dtype)
+
+
+def golden_inputs(bundle: Path, manifest: dict, samples: int) -> tuple[np.ndarray, str]:
+    heldout = find_heldout(bundle, manifest)
+    if heldout is not None:
+        with np.load(heldout, allow_pickle=False) as data:
+            if "x" in data.files and len(data["x"]):
+                return data["x"][:samples], f"held-out inputs ({heldout})"
+    return random_inputs(bundle, manifest, samples), "random inputs of the bundle's input spec"
+
+
+# --- the code that travels to the device --------------------------------------------------------
+
+def stage_runtime(dest: Path) -> Path:
+    """Copy the `runtime` package (source only) and the device script into `dest`: the device
+    imports nothing else from the checkout."""
+    src = ROOT / "runtime"
+    if not src.is_dir():
+        raise UserError(f"the runtime package is missing from the checkout: {src}")
+    shutil.copytree(src, dest / "runtime", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests"))
+    shutil.copy2(Path(__file__).with_name("device_script.py"), dest / DEVICE_SCRIPT)
+    # profiles as plain data, where runtime.settings looks for them (`--device NAME`)
+    shutil.copytree(profiles.PROFILE_DIR, dest / "devices" / "profiles",
+                    ignore=shutil.ignore_patterns("*.md"))
+    return dest
+
+
+def runtime_has_golden() -> bool:
+    """Whether the runtime package has its own `python -m runtime golden` subcommand."""
+    cli = ROOT / "runtime" / "cli.py"
+    return (ROOT / "runtime" / "__main__.py").is_file() and cli.is_file() and \
+        "golden" in cli.read_text(encoding="utf-8", errors="replace")
+
+
+def golden_argv(bundle: str, golden: str, threads: int | None, device: str | None = None) -> list[str]:
+    if runtime_has_golden():
+        argv = ["-m", "runtime", "golden", bundle, golden, "--json"]
+        return argv + (["--device", device] if device else []) + (["--threads", str(threads)] if threads else [])
+    argv = [DEVICE_SCRIPT, "golden", bundle, golden, "--json"]
+    return argv + (["--threads", str(threads)] if threads else [])
+
+
+def parse_json_output(stdout: str) -> dict | None:
+    for line in reversed(stdout.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+    try:
+        return json.loads(stdout)
+    except json.JSONDecodeError:
+        return None
+
+
+def make_golden(bundle: Path, manifest: dict, samples: int, stage: Path, out: Path,
+                golden_file: str | None = None, inputs_cache: dict | None = None) -> dict:
+    """Write the golden npz the device compares against; returns a description."""
+    if golden_file:
+        path = Path(golden_file)
+        if not path.is_file():
+            raise UserError(f"golden file not found: {path}")
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in ("x", "reference") if k not in data.files]
+            if missing:
+                raise UserError(f"golden file {path} lacks {', '.join(missing)}")
+            arrays = {k: data[k] for k in data.files}
+        n = min(samples, len(arrays["x"]))
+        for key in ("x", "reference", "y"):
+            if key in arrays:
+                arrays[key] = arrays[key][:n]
+        np.savez(out, **arrays)
+        return {"golden": str(path), "reference_source": "golden file", "samples": n}
+    key = manifest.get("name")
+    if inputs_cache is not None and key in inputs_cache:
+        x, where = inputs_cache[key]
+    else:
+        x, where = golden_inputs(bundle, manifest, samples)
+        if inputs_cache is not None:
+            inputs_cache[key] = (x, where)
+    xs, ys = out.with_suffix(".x.npz"), out.with_suffix(".y.npz")
+    np.savez(xs, x=x)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONPATH")}
+    env["PYTHONPATH"] = str(stage)
+    threads = min(2, os.cpu_count() or 1)
+    proc = subprocess.run([sys.executable, DEVICE_SCRIPT, "run", str(bundle), str(xs), str(ys),
+                           "--threads", str(threads)], cwd=stage, env=env, capture_output=True,
+                          text=True, timeout=DEVICE_TIMEOUT_S)
+    info = parse_json_output(proc.stdout) or {}
+    if proc.returncode != 0:
+        detail = info.get("error") or _last_line(proc.stderr) or f"exit {proc.returncode}"
+        raise UserError(f"host run of {bundle.name} failed: {detail}")
+    with np.load(ys) as data:
+        reference = data["y"]
+    variant = manifest["variant"]
+    meta = {"task": manifest.get("task"), "labels": manifest.get("labels"), "bundle": bundle.name,
+            "reference_source": "host-bundle", "inputs": where,
+            "host_backend": f"{info.get('backend')} {info.get('backend_version')}",
+            "tolerance": {variant: SAME_BUNDLE_TOLERANCE.get(variant, SAME_BUNDLE_TOLERANCE["int8"])}}
+    np.savez(out, x=x, reference=reference, meta=np.array(json.dumps(meta)))
+    xs.unlink(missing_ok=True)
+    ys.unlink(missing_ok=True)
+    return {"reference_source": "host (same bundle)", "inputs": where, "samples": int(len(x)),
+            "host_backend": meta["host_backend"]}
+
+
+def _last_line(text: str) -> str:
+    lines = [l.strip() for l in (text or "").splitlines() if l.strip()]
+    return lines[-1] if lines else ""
+
+
+# --- the command --------------------------------------------------------------------------------
+
+def check(name: str, bundles: list[str], golden: str | None = None, samples: int = 8) -> dict:
+    profile = profiles.load(name)
+    items = [read_bundle(b) for b in bundles]
+    start = time.perf_counter()
+    native = profile.get("qemu") is None and profile["arch"] == _host_arch()
+    if profile.get("qemu") is None and not native:
+        raise UserError(f"device {name!r} cannot be emulated: "
+                        f"{profile.get('notes') or 'no qemu settings in its profile'}")
+    runnable = [(b, m) for b, m in items if profiles.backend_for(profile, m["format"])]
+    emulator = None
+    if runnable and not native:
+        emulator = emulation.Emulator(profile)
+    setup_s = time.perf_counter() - start
+    results = []
+    inputs_cache: dict = {}
+    with tempfile.TemporaryDirectory(prefix="edgekit-check-") as tmp:
+        stage = stage_runtime(Path(tmp) / "stage")
+        for i, (bundle, manifest) in enumerate(items):
+            label = bundle.name
+            backend = profiles.backend_for(profile, manifest["format"])
+            if backend is None:
+                results.append({"bundle": label, "path": str(bundle), "status": "skipped",
+                                "passed": None, "reason": f"no {manifest['format']} backend has a wheel "
+                                f"for {profile['arch']} ({', '.join(profile['backends'])} only)"})
+                log(f"  SKIP {label}: {results[-1]['reason']}")
+                continue
+            t0 = time.perf_counter()
+            golden_path = Path(tmp) / f"golden-{i}.npz"
+            source = make_golden(bundle, manifest, samples, stage, golden_path, golden, inputs_cache)
+            argv = golden_argv(str(bundle), str(golden_path), profile["default_threads"], profile["name"])
+            if emulator is not None:
+                cmd, env = emulator.argv(argv), emulator.env([stage])
+            else:
+                env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+                cmd, env["PYTHONPATH"] = [sys.executable, *argv], str(stage)
+            log(f"  running {label} on {profile['name']} ({profile['qemu']['cpu'] if emulator else 'native'})")
+            try:
+                proc = subprocess.run(cmd, cwd=stage, env=env, capture_output=True, text=True,
+                                      timeout=DEVICE_TIMEOUT_S)
+                out, rc, err = proc.stdout, proc.returncode, proc.stderr
+            except subprocess.TimeoutExpired:
+                out, rc, err = "", 124, f"timed out after {DEVICE_TIMEOUT_S} s"
+            data = parse_json_output(out) or {}
+            result = {"bundle": label, "path": str(bundle), **source}
+            if "passed" in data:
+                result.update({k: v for k, v in data.items() if k != "bundle"})
+                result["status"] = "pass" if data["passed"] else "fail"
+            else:
+                detail = data.get("error") or _crash_reason(rc, err)
+                result.update(status="error", passed=False, error=detail)
+            result["check_seconds"] = round(time.perf_counter() - t0, 2)
+            result["timing"] = EMULATED_NOTE if emulator else "native host run"
+            results.append(result)
+            log("  " + format_result(result))
+    checked = [r for r in results if r["status"] != "skipped"]
+    summary = {
+        "device": profile["name"], "title": profile["title"],
+        "emulation": ({"qemu": emulator.qemu, "cpu": emulator.cpu, "sysroot": str(emulator.sysroot),
+                       "site": str(emulator.site), "note": EMULATED_NOTE} if emulator else None),
+        "setup_seconds": round(setup_s, 2), "results": results,
+        "passed": bool(checked) and all(r["passed"] for r in checked),
+        "checked": len(checked), "skipped": len(results) - len(checked),
+    }
+    return summary
+
+
+def _crash_reason(rc: int, stderr: str) -> str:
+    if rc < 0 or rc in (139, 134):
+        return f"device process crashed (signal {-rc if rc < 0 else rc - 128}): {_last_line(stderr)}"
+    return _last_line(stderr) or f"exit {rc}"
+
+
+def _host_arch() -> str:
+    import platform
+
+    return platform.machine()
+
+
+def format_result(r: dict) -> str:
+    if r["status"] == "skipped":
+        return f"SKIP  {r['bundle']}: {r['reason']}"
+    if r["status"] == "error":
+        return f"ERROR {r['bundle']}: {r['error']}"
+    tol = r.get("tolerance") or {}
+    machine = r.get("machine")
+    if isinstance(machine, dict):
+        machine = machine.get("machine")
+    backend = " ".join(str(v) for v in (r.get("backend"), r.get("backend_version")) if v)
+    limit = f" (limit {tol['max_abs_error']:g})" if "max_abs_error" in tol else ""
+    return (f"{r['status'].upper():5} {r['bundle']}: max_abs_error {r['max_abs_error']:.3g}{limit}, "
+            f"agreement {r['agreement']:.3f} on {r.get('samples')} samples, "
+            f"{backend} on {machine}")
+
+
+def run(args) -> int:
+    summary = check(args.name, args.bundles, golden=args.golden, samples=args.samples)
+    print(f"devices check {summary['device']} ({summary['title']})")
+    if summary["emulation"]:
+        print(f"  emulated with {Path(summary['emulation']['qemu']).name} -cpu {summary['emulation']['cpu']}: "
+              f"correctness only, {EMULATED_NOTE}")
+    for r in summary["results"]:
+        print("  " + format_result(r))
+    verdict = "PASS" if summary["passed"] else "FAIL"
+    print(f"{verdict}: {sum(1 for r in summary['results'] if r['passed'])}/{summary['checked']} bundles "
+          f"match the host" + (f", {summary['skipped']} skipped" if summary["skipped"] else ""))
+    if args.json_path:
+        atomic_write_json(args.json_path, summary)
+    return 0 if summary["passed"] else 1

@@ -1,0 +1,150 @@
+"""`edgekit bench BUNDLE`: latency and memory of a bundle, side by side with the bare backend call
+and (with --compare-keras MODEL_DIR) with Keras, all in one run, batch 1, after warm-up.
+
+Measured (milliseconds, p50/p90/p99 each; the headline `*_ms` values are medians):
+- runtime_ms      `runner.run_checked` on a prepared (quantized, validated) input: our wrapper
+                  without preprocessing, i.e. what `EdgeModel.predict_tensors` costs minus quantization;
+- bare_invoke_ms  the backend's own set_tensor + invoke + get_tensor (or session.run) on the same
+                  interpreter/session and input, with no wrapper: the floor;
+- keras_predict_ms / keras_call_ms  `model.predict(x, verbose=0)` and a `tf.function(jit_compile=False)`
+                  call on the float input (Keras loaded in safe mode).
+runtime and bare calls are timed alternately, so load from other processes hits both alike.
+Cold start runs in a fresh process: import runtime, load the bundle, first result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.common import log
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_COLD_START = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import runtime
+model = runtime.load(sys.argv[1], backend=None if sys.argv[2] == "auto" else sys.argv[2],
+                     threads=int(sys.argv[3]) if sys.argv[3] != "0" else None)
+probs = model.predict_tensors(model.example_tensors(1))
+elapsed = time.perf_counter() - t0
+from runtime.timing import peak_rss_mb
+print(json.dumps({"in_process_s": elapsed, "peak_rss_mb": peak_rss_mb(), "backend": model.backend,
+                  "heavy_modules": sorted(m for m in ("tensorflow", "keras", "onnx", "tf2onnx") if m in sys.modules)}))
+"""
+
+
+def cold_start(bundle: str | Path, backend: str | None = None, threads: int | None = None) -> dict:
+    """Fresh interpreter: import runtime, load the bundle, first result. `cold_start_s` is the wall
+    time of the whole process (interpreter start and exit included)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _COLD_START, str(bundle), backend or "auto", str(threads or 0)],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=str(ROOT))
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        lines = [l for l in proc.stderr.splitlines() if l.strip() and not l.startswith("INFO:")]
+        raise RuntimeError(f"cold-start process failed: {lines[-1] if lines else proc.returncode}")
+    child = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"cold_start_s": round(wall, 3), "cold_start_in_process_s": round(child["in_process_s"], 3),
+            "cold_start_peak_rss_mb": child["peak_rss_mb"], "cold_start_heavy_modules": child["heavy_modules"]}
+
+
+def _keras_timings(model_dir: str, x: np.ndarray, runs: int, warmup: int, allow_unsafe: bool) -> dict:
+    from runtime.timing import summary, time_calls
+    from train.io import load_model
+
+    keras_model, _ = load_model(model_dir, allow_unsafe=allow_unsafe)
+    import tensorflow as tf
+
+    log("  timing Keras model.predict ...")
+    predict_ms = time_calls(lambda: keras_model.predict(x, verbose=0), runs, warmup)
+    call = tf.function(lambda t: keras_model(t, training=False), jit_compile=False)
+    tx = tf.constant(x)
+    log("  timing Keras tf.function call ...")
+    call_ms = time_calls(lambda: call(tx).numpy(), runs, warmup)
+    return {"keras_predict": summary(predict_ms), "keras_call": summary(call_ms)}
+
+
+def measure(bundle: str | Path, runs: int = 100, warmup: int = 10, threads: int | None = None,
+            backend: str | None = None, compare_keras: str | None = None, allow_unsafe: bool = False,
+            cold: bool = True) -> dict:
+    import runtime
+    from runtime.timing import peak_rss_mb, summary, time_interleaved
+
+    log(f"bench: loading {bundle}")
+    with runtime.load(bundle, backend=backend, threads=threads) as model:
+        x = model.example_tensors(1)
+        feed = model.prepare(x)
+        runner = model.runner
+        run = runner.run_checked
+        bare = runner.bare_call({i.name: a for i, a in zip(runner.inputs, feed)})
+        # Same input, same interpreter: the wrapper must give the bare call's numbers.
+        ours = run(feed)[runner.outputs[0].name]
+        theirs = bare()
+        theirs = theirs[0] if isinstance(theirs, list) else theirs
+        if not np.array_equal(ours, theirs):
+            raise RuntimeError("runtime and bare backend outputs differ on the same input")
+        log(f"  timing runtime vs bare {model.backend} call: {warmup} warm-up + {runs} runs each ...")
+        times = time_interleaved({"runtime": lambda: run(feed), "bare": bare}, runs, warmup)
+        result = {
+            "bundle": str(bundle), "variant": model.bundle.variant, "format": model.bundle.format,
+            "backend": model.backend, "threads": model.settings.threads, "xnnpack": model.settings.xnnpack,
+            "batch": 1, "runs": runs, "warmup": warmup,
+            "runtime": summary(times["runtime"]), "bare_invoke": summary(times["bare"]),
+        }
+        result["peak_rss_mb"] = peak_rss_mb()  # before Keras/TensorFlow load
+    if cold:
+        log("  cold start in a fresh process ...")
+        result.update(cold_start(bundle, backend, threads))
+    if compare_keras:
+        # Keras gets the float input (what the int8 model quantizes internally).
+        xk = x if isinstance(x, np.ndarray) else next(iter(x.values()))
+        result.update(_keras_timings(compare_keras, xk, runs, warmup, allow_unsafe))
+        result["peak_rss_with_keras_mb"] = peak_rss_mb()
+    for key in ("runtime", "bare_invoke", "keras_predict", "keras_call"):
+        if key in result:
+            result[f"{key}_ms"] = result[key]["p50"]
+    result["runtime_over_bare"] = round(result["runtime_ms"] / max(result["bare_invoke_ms"], 1e-9), 3)
+    if "keras_predict_ms" in result:
+        result["keras_predict_over_runtime"] = round(result["keras_predict_ms"] / max(result["runtime_ms"], 1e-9), 1)
+        result["keras_call_over_runtime"] = round(result["keras_call_ms"] / max(result["runtime_ms"], 1e-9), 1)
+    return result
+
+
+def format_summary(r: dict) -> str:
+    def row(name, key):
+        s = r[key]
+        return f"  {name:<16} p50 {s['p50']:9.3f}  p90 {s['p90']:9.3f}  p99 {s['p99']:9.3f} ms"
+
+    lines = [f"{r['bundle']} ({r['variant']}, {r['backend']}, threads {r['threads'] or 'default'}, batch 1)",
+             row("runtime", "runtime"), row("bare invoke", "bare_invoke")]
+    if "keras_predict" in r:
+        lines += [row("keras predict", "keras_predict"), row("keras tf.function", "keras_call")]
+    lines.append(f"  runtime / bare = {r['runtime_over_bare']:.3f}"
+                 + (f"   keras predict / runtime = {r['keras_predict_over_runtime']:.1f}x"
+                    if "keras_predict_over_runtime" in r else ""))
+    lines.append(f"  peak RSS {r['peak_rss_mb']} MB" + (f"; cold start {r['cold_start_s']:.3f} s, "
+                                                       f"{r['cold_start_peak_rss_mb']} MB" if "cold_start_s" in r else ""))
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    result = measure(args.bundle, runs=args.runs, warmup=args.warmup, threads=args.threads,
+                     backend=None if args.backend in (None, "auto") else args.backend,
+                     compare_keras=args.compare_keras, allow_unsafe=getattr(args, "allow_unsafe", False))
+    if args.json_path:
+        from edgekit.common import atomic_write_text
+
+        atomic_write_text(args.json_path, json.dumps(result, indent=2) + "\n")
+        log(f"bench: wrote {args.json_path}")
+    log(format_summary(result))
+    return 0

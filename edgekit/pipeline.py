@@ -1,0 +1,109 @@
+"""`edgekit pipeline`: train -> export every variant -> verify, for each model kind, into one report.
+
+OUT/
+  models/TASK/           model directories (edgekit train)
+  artifacts/TASK/        bundles (edgekit export)
+  report.html            one self-contained report (plots inline)
+  report.md, report.json the same as Markdown and JSON
+  results.md             the accuracy / size / latency table per variant (for the README)
+
+Data: embedded defaults, or `--data-dir` laid out like shared/data (sms_spam/sms_spam.tsv,
+cifar10_small/, fsdd/). The reports are always written; the exit code is 1 when any bundle failed its
+gate or a model could not be trained or exported, so a demo still shows what went wrong.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from edgekit.common import UserError, atomic_write_text, log
+
+DATA_LAYOUT = {"text": "sms_spam/sms_spam.tsv", "image": "cifar10_small", "speech": "fsdd"}
+
+# --quick must finish within 3 minutes on 2 cores: fewer calibration samples (100 is export's floor for
+# usable int8 scales), fewer evaluated samples and a smaller per-layer debug set.
+QUICK = {"calibration_samples": 100, "max_samples": 200, "debug_samples": 16}
+DEFAULT = {"calibration_samples": 200, "max_samples": None, "debug_samples": 64}
+
+
+def run(args) -> int:
+    out = Path(args.out)
+    settings = QUICK if args.quick else DEFAULT
+    tasks = list(args.tasks)
+    sources = {task: _data_source(args.data_dir, task) for task in tasks}
+    start = time.perf_counter()
+    results, failures = [], []
+    for i, task in enumerate(tasks, 1):
+        log(f"pipeline [{i}/{len(tasks)}] {task}: train -> export -> verify "
+            f"({sources[task] or 'embedded data'})")
+        try:
+            results.append(run_task(task, out, sources[task], args.seed, args.quick, settings))
+        except UserError as exc:
+            failures.append(f"{task}: {exc}")
+            log(f"pipeline: {task} failed: {exc}")
+    if results:
+        _write_reports(results, out)
+    for line in failures:
+        log(f"FAIL {line}")
+    failed_gates = [f"{r['task']}/{a['bundle']}" for r in results for a in r["artifacts"]
+                    if not a["passed"] and not a.get("fixed_from")]
+    verdict = "PASS" if results and not failures and all(r["passed"] for r in results) else "FAIL"
+    log(f"pipeline {verdict} in {time.perf_counter() - start:.0f} s: wrote {out}/report.html, report.md, "
+        f"report.json, results.md" + (f"; failed gates: {', '.join(failed_gates)}" if failed_gates else ""))
+    return 0 if verdict == "PASS" else 1
+
+
+def _data_source(data_dir: str | None, task: str) -> Path | None:
+    if not data_dir:
+        return None
+    path = Path(data_dir) / DATA_LAYOUT[task]
+    if not path.exists():
+        raise UserError(f"--data-dir {data_dir}: {path} is missing (expected "
+                        + ", ".join(DATA_LAYOUT.values()) + ")")
+    return path
+
+
+def run_task(task: str, out: Path, data: Path | None, seed: int, quick: bool, settings: dict) -> dict:
+    from export import export_model
+    from train import train_model
+    from verify.core import verify_with_keras
+
+    model_dir = train_model(task, out / "models" / task, data=data, seed=seed, quick=quick)
+    artifacts = out / "artifacts" / task
+    exports = export_model(model_dir, artifacts, calibration_samples=settings["calibration_samples"])
+    result = verify_with_keras(model_dir, artifacts, max_samples=settings["max_samples"],
+                               debug_samples=settings["debug_samples"])
+    result["exports"] = [{"bundle": e.bundle and Path(e.bundle).name, "format": e.format,
+                          "variant": e.variant, "status": e.status, "reason": e.reason}
+                         for e in exports]
+    skipped = [f"{e.format}-{e.variant}: {e.reason}" for e in exports if e.status != "ok"]
+    result["warnings"] += [f"not exported: {s}" for s in skipped]
+    return result
+
+
+def results_table(results: list[dict]) -> str:
+    """The README table: accuracy, size and latency of every variant next to Keras."""
+    lines = ["| model | variant | format | size | accuracy | Δ vs Keras (pp) | agreement | latency (ms) | gate |",
+             "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    from verify.report import fmt_num, fmt_pct, fmt_size, status_text
+
+    for result in results:
+        lines.append(f"| {result['task']} | Keras | - | - | {fmt_pct(result['reference'].get('accuracy'))} "
+                     "| - | - | - | - |")
+        for e in result["artifacts"]:
+            lines.append(f"| {result['task']} | {e.get('variant') or '-'} | {e.get('format') or '-'} "
+                         f"| {fmt_size(e.get('size_bytes'))} | {fmt_pct(e.get('accuracy'))} "
+                         f"| {fmt_num(e.get('accuracy_delta'), '+.2f')} | {fmt_pct(e.get('agreement'))} "
+                         f"| {fmt_num(e.get('latency_ms'), '.3f')} | {status_text(e)} |")
+    samples = ", ".join(f"{r['task']} {r['samples']}" for r in results)
+    return ("\n".join(lines) + f"\n\nHeld-out samples: {samples}. Latency: median per sample, one "
+            "call per sample, on the machine that ran the pipeline.\n")
+
+
+def _write_reports(results: list[dict], out: Path) -> None:
+    from verify.command import write_outputs
+
+    write_outputs(results, json_path=out / "report.json", html_path=out / "report.html",
+                  markdown_path=out / "report.md", title="edgekit pipeline")
+    atomic_write_text(out / "results.md", results_table(results))

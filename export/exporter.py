@@ -1,0 +1,281 @@
+"""export_model: model directory -> one bundle per (format, variant), conversions in child processes.
+
+The parent process never imports TensorFlow. Per format it starts one worker (export/worker.py) that
+converts that format's variants in turn; a worker that dies (converter segfault) costs only the
+variant it was converting: that variant is reported failed and a new worker takes the rest. The
+parent then checks each file's ops (export/opcheck.py) and writes its bundle atomically:
+`{out_dir}/{name}-{format}-{variant}/` = model file + manifest.json + assets/ from the model dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edgekit.common import UserError, atomic_dir, atomic_write_json, log, sha256_file
+from export import opcheck, recipes, source
+from export.manifest import MANIFEST_FILE, build_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+FILE_NAMES = {"tflite": "model.tflite", "onnx": "model.onnx"}
+POLL_SECONDS = 0.2
+
+
+@dataclass
+class ExportResult:
+    format: str
+    variant: str
+    recipe: str | None
+    status: str                   # "ok" | "skipped" | "failed"
+    reason: str = ""
+    bundle: Path | None = None
+    size_bytes: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["bundle"] = str(self.bundle) if self.bundle else None
+        return data
+
+
+def bundle_name(name: str, fmt: str, variant: str) -> str:
+    return f"{name}-{fmt}-{variant}"
+
+
+def export_model(model_dir, out_dir, formats=recipes.FORMATS, variants=recipes.VARIANTS,
+                 calibration_samples: int = 200, int8_io: str = "float32", opset: int = 17,
+                 device: str | None = None, keep_float_layers: list[str] | None = None,
+                 allow_unsafe: bool = False) -> list[ExportResult]:
+    """Write one bundle per requested (format, variant) into `out_dir`; return one result each.
+
+    keep_float_layers: Keras layer names kept in float inside the int8/int16x8 TFLite and the int8 ONNX
+    files (selective quantization, e.g. the layers verify found most sensitive).
+    Raises UserError for a bad model directory or options; a variant that cannot apply is "skipped",
+    one whose conversion or op check fails is "failed" (the others still run)."""
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    formats, variants = _checked_choices(formats, recipes.FORMATS, "format"), \
+        _checked_choices(variants, recipes.VARIANTS, "variant")
+    if int8_io not in recipes.INT8_IO_TYPES:
+        raise UserError(f"int8_io must be one of {', '.join(recipes.INT8_IO_TYPES)}, not {int8_io!r}")
+    if opset < 17:
+        raise UserError(f"ONNX opset {opset} is too old; use 17 or newer")
+    if calibration_samples < 1:
+        raise UserError("calibration_samples must be at least 1")
+    metadata = source.check_model_dir(model_dir, allow_unsafe)
+    profile = None
+    if device:
+        profile = opcheck.load_profile(device)
+        if profile is None:
+            log(f"warning: no device profiles folder ({opcheck.PROFILES_DIR}); skipping the "
+                f"{device!r} op check")
+
+    plan: list[tuple[str, str]] = [(f, v) for f in formats for v in variants]
+    results: dict[tuple[str, str], ExportResult] = {}
+    to_convert: dict[str, list[str]] = {}
+    for fmt, variant in plan:
+        recipe = recipes.recipe_for(fmt, variant)
+        why_not = recipes.UNAVAILABLE.get((fmt, variant)) if recipe is None else \
+            opcheck.format_unsupported_by(profile, fmt)
+        if why_not:
+            results[(fmt, variant)] = ExportResult(fmt, variant, recipe.name if recipe else None,
+                                                   "skipped", why_not)
+        else:
+            to_convert.setdefault(fmt, []).append(variant)
+    calibration_used = None
+    if any(recipes.RECIPES[(f, v)].calibrated for f, vs in to_convert.items() for v in vs):
+        available = source.calibration_count(model_dir)
+        calibration_used = min(available, calibration_samples)
+        if available < calibration_samples:
+            log(f"warning: calibration.npz holds {available} samples (< {calibration_samples} "
+                "requested); using all of them")
+        if calibration_used < source.MIN_CALIBRATION_SAMPLES:
+            log(f"warning: calibrating on only {calibration_used} samples: int8 scales may be poor")
+
+    settings = {"opset": opset, "calibration_samples": calibration_used, "io_dtype": "float32",
+                "device": device, "keep_float_layers": list(keep_float_layers or [])}
+    context = _Context(model_dir, out_dir, metadata, profile, settings, plan, results)
+    context.int8_io = int8_io
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", suffix=".staging", dir=out_dir))
+    try:
+        for fmt, variant in plan:  # skipped ones first, so the numbering follows the plan
+            if (fmt, variant) in results:
+                context.report(results[(fmt, variant)])
+        for fmt, fmt_variants in to_convert.items():
+            request = {"model_dir": str(model_dir.resolve()), "allow_unsafe": allow_unsafe, "format": fmt,
+                       "calibration_samples": calibration_samples, "int8_io": int8_io, "opset": opset,
+                       "keep_float_layers": list(keep_float_layers or [])}
+            _run_workers(request, fmt_variants, staging / fmt, context)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    ordered = [results[key] for key in plan]
+    _log_summary(ordered)
+    return ordered
+
+
+def _checked_choices(items, valid: tuple[str, ...], what: str) -> list[str]:
+    items = [items] if isinstance(items, str) else list(items)
+    bad = [i for i in items if i not in valid]
+    if bad or not items:
+        raise UserError(f"unknown {what} {', '.join(bad) or '(none given)'}; choose from {', '.join(valid)}")
+    return list(dict.fromkeys(items))
+
+
+class _Context:
+    """What the per-variant steps share: inputs, results so far, and the progress counter."""
+
+    def __init__(self, model_dir, out_dir, metadata, profile, settings, plan, results):
+        self.model_dir, self.out_dir, self.metadata = model_dir, out_dir, metadata
+        self.profile, self.settings, self.plan, self.results = profile, settings, plan, results
+        self.layer_classes: dict[str, str] = {}
+        self.source_sha256 = sha256_file(source.model_file(model_dir, True))
+        self.reported = 0
+
+    def report(self, result: ExportResult) -> None:
+        self.results[(result.format, result.variant)] = result
+        self.reported += 1
+        head = f"[{self.reported}/{len(self.plan)}] {result.format} {result.variant} ..."
+        if result.status == "ok":
+            log(f"{head} ok {_size(result.size_bytes)} ({result.seconds:.1f} s)")
+        else:
+            log(f"{head} {result.status}: {result.reason}" +
+                (f" ({result.seconds:.1f} s)" if result.seconds else ""))
+
+
+def _run_workers(request: dict, variants: list[str], staging: Path, context: _Context) -> None:
+    """Convert `variants` of one format in worker processes, restarting after a crash."""
+    staging.mkdir(parents=True, exist_ok=True)
+    remaining = list(variants)
+    attempt = 0
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    while remaining:
+        attempt += 1
+        events_path = staging / f"events-{attempt}.jsonl"
+        request_path = staging / f"request-{attempt}.json"
+        stderr_path = staging / f"worker-{attempt}.log"
+        atomic_write_json(request_path, {**request, "variants": remaining, "staging": str(staging),
+                                         "events": str(events_path)})
+        events_path.touch()
+        started: tuple[str, float] | None = None
+        progressed = False
+        with open(stderr_path, "wb") as stderr, open(events_path, encoding="utf-8") as events:
+            process = subprocess.Popen([sys.executable, "-m", "export.worker", str(request_path)],
+                                       cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=stderr)
+            pending = ""
+            while True:
+                finished = process.poll() is not None
+                pending += events.read()
+                *lines, pending = pending.split("\n")
+                for line in lines:
+                    event = json.loads(line)
+                    kind = event["event"]
+                    if kind == "fatal":
+                        process.wait()
+                        raise UserError(event["message"])
+                    if kind == "model":
+                        context.layer_classes = event["layer_classes"]
+                    elif kind == "start":
+                        started = (event["variant"], time.perf_counter())
+                    elif kind == "done":
+                        started = None
+                        progressed = True
+                        remaining.remove(event["variant"])
+                        context.report(_finish_variant(request["format"], event, context))
+                if finished:
+                    break
+                time.sleep(POLL_SECONDS)
+        code = process.returncode
+        if started is not None:
+            variant, since = started
+            remaining.remove(variant)
+            context.report(ExportResult(request["format"], variant,
+                                        recipes.RECIPES[(request["format"], variant)].name, "failed",
+                                        _death_reason(code, stderr_path),
+                                        seconds=round(time.perf_counter() - since, 2)))
+        elif remaining and not progressed:  # died before converting anything: do not loop forever
+            reason = _death_reason(code, stderr_path)
+            for variant in list(remaining):
+                remaining.remove(variant)
+                context.report(ExportResult(request["format"], variant,
+                                            recipes.RECIPES[(request["format"], variant)].name,
+                                            "failed", reason))
+
+
+def _death_reason(code: int, stderr_path: Path) -> str:
+    if code is not None and code < 0:
+        try:
+            name = f", {signal.Signals(-code).name}"
+        except ValueError:
+            name = ""
+        return f"converter crashed (signal {-code}{name})"
+    tail = [l for l in stderr_path.read_text(errors="replace").splitlines() if l.strip()][-1:]
+    return f"worker exited with code {code}" + (f": {tail[0].strip()[:300]}" if tail else "")
+
+
+def _finish_variant(fmt: str, event: dict, context: _Context) -> ExportResult:
+    """Op-check a converted file and write its bundle (or turn the event into a skipped/failed result)."""
+    variant = event["variant"]
+    recipe = recipes.RECIPES[(fmt, variant)]
+    result = ExportResult(fmt, variant, recipe.name, event["status"], event.get("reason", ""),
+                          seconds=event.get("seconds", 0.0))
+    if result.status != "ok":
+        return result
+    details = event["details"]
+    problems = opcheck.check_ops(fmt, details["op_records"], context.layer_classes, context.profile)
+    if problems:
+        result.status, result.reason = "failed", "op check: " + "; ".join(problems)
+        return result
+    settings = dict(context.settings)
+    if not recipe.calibrated:
+        settings["calibration_samples"] = None
+    if fmt == "tflite" and variant == "int8":
+        settings["io_dtype"] = context.int8_io  # float inputs/outputs only; token ids stay int32
+    if fmt != "onnx":
+        settings["opset"] = None
+    settings["seconds"] = result.seconds
+    name = context.metadata["name"]
+    final = context.out_dir / bundle_name(name, fmt, variant)
+    with atomic_dir(final) as tmp:
+        model_path = tmp / FILE_NAMES[fmt]
+        shutil.copyfile(event["file"], model_path)
+        assets = context.model_dir / "assets"
+        if assets.is_dir():
+            shutil.copytree(assets, tmp / "assets")
+        manifest = build_manifest(fmt=fmt, variant=variant, recipe=recipe.name, model_path=model_path,
+                                  details=details, metadata=context.metadata,
+                                  source_sha256=context.source_sha256, settings=settings)
+        atomic_write_json(tmp / MANIFEST_FILE, manifest)
+    result.bundle, result.size_bytes = final, manifest["size_bytes"]
+    return result
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} KB"
+
+
+def _log_summary(results: list[ExportResult]) -> None:
+    log("")
+    log(f"{'format':<7} {'variant':<8} {'recipe':<18} {'status':<8} {'size':>10} {'time':>7}  bundle / reason")
+    for r in results:
+        where = r.bundle.name if r.bundle else r.reason
+        log(f"{r.format:<7} {r.variant:<8} {r.recipe or '-':<18} {r.status:<8} {_size(r.size_bytes):>10} "
+            f"{r.seconds:>6.1f}s  {where}")
+    counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
+    log(f"wrote {counts['ok']}, skipped {counts['skipped']}, failed {counts['failed']}")

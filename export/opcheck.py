@@ -1,0 +1,132 @@
+"""Op check of every exported artifact: edge-grade ops only, and only ops the target device runs.
+
+Rules (each failure names the op and the Keras layer it came from):
+- TFLite: no CUSTOM ops (Flex* = TensorFlow ops that need the Select-TF-ops delegate, which edge
+  runtimes do not ship). For recurrent models also no WHILE and a fused UNIDIRECTIONAL_SEQUENCE_LSTM
+  per LSTM: a WHILE loop means the LSTM was not fused and the LiteRT int8 LSTM kernels cannot run it.
+- With a device profile (devices/profiles/NAME.json): ops listed in its `unsupported_ops` fail. That
+  field may be a list (any format) or a mapping from format or backend name to a list. A profile whose
+  `backends` list has no runtime for a format makes that format SKIPPED (checked before converting).
+
+Layer attribution: TensorFlow op and tensor names carry the Keras layer scopes
+(`functional_1/lstm_1/...`, `model/lstm/...`), so each op's tensor names are matched against the
+model's layer names (Keras 3 appends `_1` to scope names, which is stripped).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from edgekit.common import UserError
+
+PROFILES_DIR = Path(__file__).resolve().parents[1] / "devices" / "profiles"
+FORMAT_BACKENDS = {
+    "tflite": {"litert", "ai_edge_litert", "ai-edge-litert", "tflite_runtime", "tflite-runtime",
+               "tensorflow", "tflite"},
+    "onnx": {"onnxruntime", "onnx"},
+}
+FUSED_LSTM = "UNIDIRECTIONAL_SEQUENCE_LSTM"
+_SCOPE_SUFFIX = re.compile(r"_\d+$")
+
+
+def layers_of(names: list[str], layer_names: set[str]) -> list[str]:
+    """Keras layers named in op/tensor `names` ("a/b/c;d/e" parts), innermost scope first per name."""
+    found: list[str] = []
+    for name in names:
+        for part in str(name).split(";"):
+            hits = []
+            for scope in part.split("/"):
+                scope = scope.split(":")[0]
+                for candidate in (scope, _SCOPE_SUFFIX.sub("", scope)):
+                    if candidate in layer_names:
+                        hits.append(candidate)
+                        break
+            if hits and hits[-1] not in found:
+                found.append(hits[-1])
+    return found
+
+
+def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> dict | None:
+    """A device profile by name, or None (with the reason logged by the caller) when the profiles
+    folder does not exist yet. An unknown name in an existing folder is a UserError."""
+    if not profiles_dir.is_dir():
+        return None
+    path = profiles_dir / f"{name}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in profiles_dir.glob("*.json"))
+        raise UserError(f"unknown device {name!r}; profiles: {', '.join(known) or 'none yet'} "
+                        f"(in {profiles_dir})")
+    try:
+        profile = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"device profile {path} is not valid JSON ({exc})") from None
+    if not isinstance(profile, dict):
+        raise UserError(f"device profile {path} is not a JSON object")
+    profile.setdefault("name", name)
+    return profile
+
+
+def format_unsupported_by(profile: dict | None, fmt: str) -> str | None:
+    """Why the device cannot run `fmt` at all, or None."""
+    if not profile or not profile.get("backends"):
+        return None
+    backends = profile["backends"]
+    names = set(backends) if not isinstance(backends, dict) else set(backends)
+    if not {str(b).lower() for b in names} & FORMAT_BACKENDS[fmt]:
+        return (f"device {profile['name']!r} has no {fmt} runtime "
+                f"(backends: {', '.join(sorted(map(str, names)))})")
+    return None
+
+
+def _device_denied_ops(profile: dict | None, fmt: str) -> set[str]:
+    if not profile:
+        return set()
+    denied = profile.get("unsupported_ops") or []
+    if isinstance(denied, dict):
+        keys = {fmt} | FORMAT_BACKENDS[fmt]
+        return {str(op) for key, ops in denied.items() if key in keys for op in ops}
+    return {str(op) for op in denied}
+
+
+def check_ops(fmt: str, op_records: list[dict], layer_classes: dict[str, str],
+              profile: dict | None = None) -> list[str]:
+    """Problems of one artifact, as one-line messages (empty = passes).
+
+    op_records: [{"op": "FULLY_CONNECTED", "names": [tensor/node names]}] in graph order;
+    layer_classes: Keras layer name -> class name (e.g. {"lstm": "LSTM"}).
+    """
+    layer_names = set(layer_classes)
+    problems: list[str] = []
+    seen: set[tuple[str, str]] = set()
+
+    def report(op: str, names: list[str], why: str) -> None:
+        layers = layers_of(names, layer_names)
+        where = f" (from layer {', '.join(repr(l) for l in layers)})" if layers else ""
+        key = (op, where)
+        if key not in seen:
+            seen.add(key)
+            problems.append(f"op {op}{where} {why}")
+
+    recurrent = [n for n, cls in layer_classes.items() if cls in ("LSTM", "GRU", "SimpleRNN", "Bidirectional")]
+    denied = _device_denied_ops(profile, fmt)
+    for record in op_records:
+        op, names = record["op"], record.get("names", [])
+        if fmt == "tflite":
+            if op.startswith("Flex"):
+                report(op, names, "is a TensorFlow (Flex / SELECT_TF_OPS) op: edge runtimes do not ship it")
+            elif record.get("custom"):
+                report(op, names, "is a custom op, outside the TFLite builtin set")
+            elif op == "WHILE" and recurrent:
+                report(op, names, "is an unfused recurrent loop: the LSTM must become "
+                                  f"{FUSED_LSTM} for the LiteRT int8 LSTM kernels")
+        if op in denied:
+            report(op, names, f"is not supported by device {profile['name']!r}")
+    if fmt == "tflite":
+        lstms = [n for n in recurrent if layer_classes[n] == "LSTM"]
+        fused = sum(1 for r in op_records if r["op"] == FUSED_LSTM)
+        if lstms and fused < len(lstms):
+            problems.append(f"LSTM layer(s) {', '.join(lstms)} were not fused into {FUSED_LSTM} "
+                            f"({fused} found)")
+    return problems

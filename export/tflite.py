@@ -1,0 +1,300 @@
+"""TFLite (LiteRT) conversion of a Keras model, one recipe at a time, and reading .tflite files back.
+
+Conversion paths (measured, see /work/shared/notes/conversion-facts.md):
+- recurrent models (LSTM): rebuilt in tf-keras (export/lstm.py), converted from a concrete function
+  with batch 1, so the converter emits the fused builtin UNIDIRECTIONAL_SEQUENCE_LSTM (no WHILE/Flex).
+- everything else (CNNs): the Keras 3 model exported as a SavedModel with a batch-1 signature
+  (keras.export.ExportArchive), converted with `from_saved_model` (variables frozen, batch norm folded).
+  A Keras 3 concrete function is not used: it keeps READ_VARIABLE ops that fail at invoke.
+
+API for per-layer debugging and selective quantization (used by verify):
+
+    from export import tflite
+    model, metadata = train.io.load_model(model_dir)
+    x = export.source.load_calibration(model_dir, 200)
+    converter = tflite.build_converter(model, "int8", calibration=x)   # a configured TFLiteConverter
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=tflite.representative_dataset(x))
+    debugger.run(); debugger.layer_statistics ...           # keys are op output tensor names
+    tflite.layers_of_tensor(name, tflite.keras_layer_names(model))   # -> Keras layer of a node
+    # keep some layers in float (by Keras layer name) in a full-int8 model:
+    data = tflite.convert(model, "int8", calibration=x, keep_float_layers=["probs"])
+
+`export.export_model(..., keep_float_layers=[...])` does the latter for the int8 bundles.
+`convert` and `build_converter` import TensorFlow; `describe` and `run` need only ai_edge_litert.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.common import quiet_tensorflow
+from export import lstm
+from export.opcheck import layers_of
+
+FILE_NAME = "model.tflite"
+QUANTIZED_VARIANTS = ("int8", "int16x8")
+
+
+class ConverterRefused(Exception):
+    """The converter declined the recipe for this model (an op without a kernel for it): SKIPPED."""
+
+
+# Converter messages that mean "this recipe does not apply to these ops", as opposed to a bug.
+_REFUSAL_MARKERS = ("not yet supported for op", "is not supported for 16x8", "not supported by 16x8")
+
+
+def keras_layer_names(model) -> set[str]:
+    return set(keras_layer_classes(model))
+
+
+def keras_layer_classes(model) -> dict[str, str]:
+    """Every layer (nested models included) by name -> class name."""
+    found: dict[str, str] = {}
+
+    def walk(m):
+        for layer in m.layers:
+            found[layer.name] = type(layer).__name__
+            if hasattr(layer, "layers"):
+                walk(layer)
+
+    walk(model)
+    return found
+
+
+def layers_of_tensor(name: str, layer_names: set[str]) -> list[str]:
+    return layers_of([name], layer_names)
+
+
+def representative_dataset(x: np.ndarray):
+    """A converter/debugger `representative_dataset`: one batch-1 sample per step."""
+
+    def generate():
+        for sample in x:
+            yield [sample[None]]
+
+    return generate
+
+
+def _io_names(model, metadata: dict | None) -> tuple[str, str]:
+    meta_in = (metadata or {}).get("input", {}).get("name")
+    meta_out = (metadata or {}).get("output", {}).get("name")
+    return meta_in or model.inputs[0].name, meta_out or "output"
+
+
+_workdirs: list[str] = []
+
+
+def _scratch_dir() -> Path:
+    path = tempfile.mkdtemp(prefix="edgekit-tflite-")
+    if not _workdirs:
+        atexit.register(lambda: [shutil.rmtree(p, ignore_errors=True) for p in _workdirs])
+    _workdirs.append(path)
+    return Path(path)
+
+
+def conversion_path(model) -> str:
+    return "tf_keras_rebuild" if lstm.is_recurrent(model) else "keras_saved_model"
+
+
+def _new_converter(model, metadata: dict | None, check_x: np.ndarray | None):
+    """A fresh float converter for `model` with batch 1 (see the module docstring for the paths)."""
+    quiet_tensorflow()
+    import tensorflow as tf
+
+    input_name, output_name = _io_names(model, metadata)
+    spec = model.inputs[0]
+    signature = tf.TensorSpec((1, *spec.shape[1:]), spec.dtype, name=input_name)
+    if lstm.is_recurrent(model):
+        twin = lstm.rebuild_in_tf_keras(model, batch_size=1)
+        if check_x is not None and len(check_x):
+            lstm.check_rebuild(model, twin, check_x[:4])
+        function = tf.function(lambda x: {output_name: twin(x, training=False)})
+        concrete = function.get_concrete_function(signature)
+        return tf.lite.TFLiteConverter.from_concrete_functions([concrete], twin)
+    import keras
+
+    saved = _scratch_dir() / "saved_model"
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", lambda x: {output_name: model(x, training=False)},
+                         input_signature=[signature])
+    archive.write_out(str(saved), verbose=False)
+    return tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=["serving_default"])
+
+
+def build_converter(model, variant: str, calibration: np.ndarray | None = None,
+                    int8_io: str = "float32", metadata: dict | None = None):
+    """A `tf.lite.TFLiteConverter` configured for `variant` (fp32, fp16, dynamic, int8, int16x8).
+
+    `model` is a Keras 3 model or a model directory. int8/int16x8 need `calibration` (model inputs,
+    first axis = samples). `int8_io` (float32/int8/uint8) sets the int8 variant's float input/output
+    type; integer model inputs (token ids) stay as they are."""
+    quiet_tensorflow()
+    import tensorflow as tf
+
+    if isinstance(model, (str, Path)):
+        from train.io import load_model
+
+        model, metadata = load_model(model)
+    converter = _new_converter(model, metadata, calibration)
+    if variant == "fp32":
+        return converter
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "dynamic":
+        pass  # Optimize.DEFAULT without a representative dataset = dynamic-range int8 weights
+    elif variant in QUANTIZED_VARIANTS:
+        if calibration is None or len(calibration) == 0:
+            raise ValueError(f"{variant} needs calibration data")
+        converter.representative_dataset = representative_dataset(calibration)
+        if variant == "int8":
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            io_type = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[int8_io]
+            if model.inputs[0].dtype in ("float32", "float16", "float64"):
+                converter.inference_input_type = io_type
+            converter.inference_output_type = io_type
+        else:
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    else:
+        raise ValueError(f"unknown TFLite variant {variant!r}")
+    return converter
+
+
+def _convert(converter) -> bytes:
+    try:
+        return converter.convert()
+    except Exception as exc:  # ConverterError and friends carry the reason in their message
+        text = str(exc)
+        for marker in _REFUSAL_MARKERS:
+            if marker in text:
+                line = next((l for l in text.splitlines() if marker in l), text.splitlines()[0])
+                raise ConverterRefused(line.strip().split("error: ")[-1]) from None
+        raise
+
+
+def convert(model, variant: str, calibration: np.ndarray | None = None, int8_io: str = "float32",
+            metadata: dict | None = None, keep_float_layers: list[str] | None = None) -> bytes:
+    """The .tflite bytes of `model` under `variant`. `keep_float_layers` (Keras layer names) leaves
+    those layers' ops in float inside an int8/int16x8 model (the converter's denylisted nodes)."""
+    converter = build_converter(model, variant, calibration, int8_io, metadata)
+    if not keep_float_layers or variant not in QUANTIZED_VARIANTS:
+        return _convert(converter)
+    return _convert_keeping_float(converter, model, variant, int8_io, keep_float_layers)
+
+
+def _convert_keeping_float(converter, model, variant, int8_io, keep_float_layers) -> bytes:
+    """Calibrate only, then quantize with the named layers' ops denylisted (what
+    QuantizationDebugger.get_nondebug_quantized_model does, with the I/O types under our control)."""
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tflite_convert  # private API: denylisted_nodes
+
+    known = keras_layer_names(model)
+    unknown = sorted(set(keep_float_layers) - known)
+    if unknown:
+        raise ValueError(f"keep_float_layers: no layer named {', '.join(unknown)}")
+    converter._experimental_calibrate_only = True
+    calibrated = _convert(converter)
+    wanted = set(keep_float_layers)
+    nodes = [name for record in describe_bytes(calibrated)["op_records"] for name in record["names"]
+             if wanted.intersection(layers_of([name], known))]
+    if not nodes:
+        raise ValueError(f"keep_float_layers: no ops found for {', '.join(keep_float_layers)}")
+    float_io = variant == "int16x8" or int8_io == "float32"
+    io_type = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[int8_io]
+    return tflite_convert.mlir_quantize(
+        calibrated, fully_quantize=not float_io,
+        inference_type=tf.int16 if variant == "int16x8" else tf.int8,
+        input_data_type=tf.float32 if float_io else io_type,
+        output_data_type=tf.float32 if float_io else io_type,
+        denylisted_nodes=nodes)
+
+
+# -- reading .tflite files (no TensorFlow) --------------------------------------------------------
+
+def describe(path: str | Path) -> dict:
+    return describe_bytes(Path(path).read_bytes())
+
+
+def describe_bytes(data: bytes) -> dict:
+    """Inputs/outputs (signature name, tensor name, shape, dtype, quantization), op records in graph
+    order and the op histogram, read from the flatbuffer (works for models the runtime cannot load)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(data, 0)
+    graph = model.Subgraphs(0)
+    type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+    def tensor_name(index: int) -> str:
+        return graph.Tensors(index).Name().decode("utf-8", "replace")
+
+    signature_names: dict[int, str] = {}
+    if model.SignatureDefsLength():
+        signature = model.SignatureDefs(0)
+        for i in range(signature.InputsLength()):
+            signature_names[signature.Inputs(i).TensorIndex()] = signature.Inputs(i).Name().decode()
+        for i in range(signature.OutputsLength()):
+            signature_names[signature.Outputs(i).TensorIndex()] = signature.Outputs(i).Name().decode()
+
+    def tensor_info(index: int) -> dict:
+        tensor = graph.Tensors(index)
+        quant = tensor.Quantization()
+        quantization = None
+        if quant is not None and quant.ScaleLength():
+            quantization = {"scale": quant.ScaleAsNumpy().astype(float).tolist(),
+                            "zero_point": quant.ZeroPointAsNumpy().astype(int).tolist()}
+        return {"name": signature_names.get(index, tensor_name(index)), "tensor_name": tensor_name(index),
+                "index": int(index), "shape": tensor.ShapeAsNumpy().astype(int).tolist(),
+                "dtype": type_names[tensor.Type()], "quantization": quantization}
+
+    records = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        name = op_names.get(builtin, str(builtin))
+        custom = name == "CUSTOM"
+        if custom:
+            name = (code.CustomCode() or b"CUSTOM").decode("utf-8", "replace")
+        names = [tensor_name(op.Outputs(j)) for j in range(op.OutputsLength()) if op.Outputs(j) >= 0]
+        records.append({"op": name, "custom": custom, "names": names})
+    histogram: dict[str, int] = {}
+    for record in records:
+        histogram[record["op"]] = histogram.get(record["op"], 0) + 1
+    return {"inputs": [tensor_info(graph.Inputs(i)) for i in range(graph.InputsLength())],
+            "outputs": [tensor_info(graph.Outputs(i)) for i in range(graph.OutputsLength())],
+            "op_records": records, "ops": dict(sorted(histogram.items()))}
+
+
+def run(data: bytes, x: np.ndarray) -> np.ndarray:
+    """Float outputs of a .tflite model on `x` (one sample at a time: the model has batch 1),
+    quantizing inputs and dequantizing outputs where its I/O is integer."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_content=data, num_threads=1,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    results = []
+    for sample in x:
+        value = sample[None]
+        scale, zero = inp["quantization"]
+        if np.issubdtype(inp["dtype"], np.integer) and scale and not np.issubdtype(value.dtype, np.integer):
+            info = np.iinfo(inp["dtype"])
+            value = np.clip(np.round(value / scale + zero), info.min, info.max)
+        interpreter.set_tensor(inp["index"], value.astype(inp["dtype"]))
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])
+        scale, zero = out["quantization"]
+        if scale:
+            y = (y.astype(np.float32) - zero) * scale
+        results.append(y[0].astype(np.float32))
+    return np.stack(results)

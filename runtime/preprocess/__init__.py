@@ -1,0 +1,37 @@
+"""Preprocessing shared by training (host) and inference (device): numpy + stdlib only.
+
+`make_preprocessor(params, assets_dir)` turns the `preprocessing` block of edgekit.json / a bundle
+manifest into a callable: list of raw inputs -> batch of model inputs (np.ndarray).
+  text:   list[str]                                   -> int32 [N, max_len]
+  image:  list of uint8 HxWx3 arrays or image paths   -> float32 [N, H, W, 3]
+  speech: list of float waveforms in [-1, 1] / int16 arrays / .wav paths -> float32 [N, T, F]
+Bad inputs raise runtime.errors.InvalidInputError with a one-line message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from runtime.errors import InvalidInputError
+from runtime.preprocess.audio import AudioPreprocessor, utterance_probs
+from runtime.preprocess.image import ImagePreprocessor
+from runtime.preprocess.text import from_params as _text_from_params
+
+__all__ = ["make_preprocessor", "utterance_probs"]
+
+
+def make_preprocessor(params: dict, assets_dir: str | Path | None = None) -> Callable[[list], np.ndarray]:
+    """assets_dir: the model directory or bundle folder (holding assets/vocab.txt), or its assets/."""
+    if not isinstance(params, dict) or "type" not in params:
+        raise InvalidInputError("preprocessing parameters are missing their 'type'")
+    kind = params["type"]
+    if kind == "text":
+        return _text_from_params(params, assets_dir)
+    if kind == "image":
+        return ImagePreprocessor(params)
+    if kind == "speech":
+        return AudioPreprocessor(params)
+    raise InvalidInputError(f"unknown preprocessing type {kind!r}; expected text, image or speech")

@@ -1,0 +1,43 @@
+"""`edgekit pipeline`: the README results table, and a quick end-to-end run (slow)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from edgekit.cli import main as edgekit_main
+from edgekit.common import UserError
+from edgekit.pipeline import _data_source, results_table
+from test_verify_report import sample_result
+
+
+def test_results_table_has_keras_and_every_variant():
+    table = results_table([sample_result()])
+    rows = [line for line in table.splitlines() if line.startswith("| text")]
+    assert rows[0].startswith("| text | Keras |") and "97.40%" in rows[0]
+    assert len(rows) == 4
+    assert any("| int8 | tflite |" in row and "FAIL" in row for row in rows)
+
+
+def test_data_dir_must_follow_the_shared_layout(tmp_path):
+    with pytest.raises(UserError, match="sms_spam"):
+        _data_source(str(tmp_path), "text")
+    assert _data_source(None, "text") is None
+
+
+@pytest.mark.slow
+def test_quick_pipeline_writes_every_report(tmp_path, sms_spam):
+    out = tmp_path / "demo"
+    start = time.perf_counter()
+    code = edgekit_main(["pipeline", "--out", str(out), "--quick", "--tasks", "text",
+                         "--data-dir", str(sms_spam.parents[1])])
+    seconds = time.perf_counter() - start
+    for name in ("report.html", "report.md", "report.json", "results.md"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "text" and report["artifacts"]
+    assert code == (0 if report["passed"] else 1)
+    assert "| text | Keras |" in (out / "results.md").read_text()
+    assert seconds < 180, f"--quick took {seconds:.0f} s for one model (budget: 3 minutes for three)"

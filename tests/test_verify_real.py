@@ -1,0 +1,68 @@
+"""verify on the three real models (trained on ../shared/data by the conftest fixtures) and their
+exported bundles: the reference must be confident before a pass is trusted; then every bundle must
+meet its gate, and the report must carry what a user needs (per-layer table, speech utterances)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from verify.core import verify_with_keras
+from verify.gates import CONFIDENCE_MARGIN_FLOOR
+from verify.report import html_report, markdown_report
+
+pytestmark = pytest.mark.slow
+
+# Per-layer debugging replays samples op by op in Python; 16 rank the tensors well enough for a test.
+DEBUG_SAMPLES = 16
+
+
+@pytest.fixture(scope="module")
+def results(trained_dir, exported_dir):
+    cache = {}
+
+    def get(task):
+        if task not in cache:
+            cache[task] = verify_with_keras(trained_dir(task), exported_dir(task),
+                                            debug_samples=DEBUG_SAMPLES)
+        return cache[task]
+
+    return get
+
+
+@pytest.mark.parametrize("task", ["text", "image", "speech"])
+def test_real_model_bundles_meet_their_gates(task, results):
+    result = results(task)
+    reference = result["reference"]
+    # Parity on a near-uniform reference proves nothing: check the model is decisive first.
+    assert reference["confident"] and reference["confidence_margin"] >= CONFIDENCE_MARGIN_FLOOR, reference
+    assert result["samples"] > 0 and reference["accuracy"] is not None
+    entries = {e["bundle"]: e for e in result["artifacts"]}
+    assert any(e["variant"] == "fp32" for e in entries.values())
+    crashed = {name: e["reasons"] for name, e in entries.items() if "error" in e}
+    assert not crashed, crashed
+    failed = {name: e["reasons"] for name, e in entries.items() if not e["passed"]}
+    assert not failed, failed
+    for entry in entries.values():
+        if entry["variant"] == "fp32":
+            assert entry["max_abs_error"] <= 1e-5 and entry["agreement"] == 1.0
+        assert entry["latency_ms"] > 0 and entry["size_bytes"] > 0
+
+
+@pytest.mark.parametrize("task", ["text", "image", "speech"])
+def test_real_model_report_has_layers_and_plots(task, results):
+    result = results(task)
+    int8 = [e for e in result["artifacts"] if e["format"] == "tflite" and e["variant"] == "int8"]
+    for entry in int8:
+        table = entry["layers"]
+        assert table.get("tensors") or table.get("skipped"), table
+        if table.get("tensors"):
+            assert all(row["rmse_over_scale"] is None or row["rmse_over_scale"] >= 0
+                       for row in table["tensors"])
+    if task == "speech":
+        assert all(e.get("utterance_agreement") is not None for e in result["artifacts"])
+    page = html_report([result])
+    assert "http://" not in page and "https://" not in page
+    assert len(re.findall(r'src="data:image/png;base64,', page)) >= 2
+    assert f"## {task}:" in markdown_report([result])

@@ -1,0 +1,282 @@
+"""Render verification results: a one-line-per-bundle summary, Markdown (READMEs, pull requests) and a
+self-contained HTML page (plots embedded as base64 PNG, no external links: readable offline).
+
+Every function takes a list of results (one per model) as returned by verify.core, so `verify` and
+`pipeline` share the same report."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+
+MAX_LAYER_ROWS = 12
+
+
+# Formatting -----------------------------------------------------------------------------------------
+
+def fmt_size(n) -> str:
+    if n is None:
+        return "-"
+    for unit, factor in (("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= factor:
+            return f"{n / factor:.1f} {unit}"
+    return f"{n} B"
+
+
+def fmt_pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def fmt_num(x, fmt: str) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return format(x, fmt)
+
+
+def status_text(entry: dict) -> str:
+    if entry["passed"]:
+        return "PASS"
+    fix = entry.get("fix") or {}
+    return "FAIL (fixed)" if fix.get("passed") else "FAIL"
+
+
+def summary_lines(result: dict) -> list[str]:
+    """One line per bundle: PASS/FAIL + reasons, then the overall verdict and warnings."""
+    lines = []
+    for entry in result["artifacts"]:
+        reasons = "; ".join(entry.get("reasons") or [])
+        extra = []
+        if entry.get("fixed_from"):
+            extra.append(f"fix of {entry['fixed_from']}, size {entry['cost']['size_bytes']:+d} B, "
+                         f"latency {entry['cost']['latency_ms']:+.3f} ms")
+        if entry.get("suggestion"):
+            extra.append(entry["suggestion"])
+        lines.append(f"{status_text(entry):5} {entry['bundle']}" + (f": {reasons}" if reasons else "")
+                     + "".join(f" [{e}]" for e in extra))
+    failed = [e["bundle"] for e in result["artifacts"] if not e["passed"] and not e.get("fixed_from")]
+    verdict = "PASS" if result["passed"] else "FAIL"
+    lines.append(f"{verdict}: {result['task']} model, {len(result['artifacts'])} bundles, "
+                 f"{result['samples']} samples" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    lines += [f"warning: {w}" for w in result.get("warnings", [])]
+    return lines
+
+
+# Markdown -------------------------------------------------------------------------------------------
+
+TABLE_HEADER = ("| bundle | size | accuracy | Δ accuracy (pp) | agreement | max abs error | cosine "
+                "| latency (ms) | gate |\n|---|---:|---:|---:|---:|---:|---:|---:|---|")
+
+
+def _table_row(entry: dict) -> str:
+    reasons = "; ".join(entry.get("reasons") or [])
+    return (f"| {entry['bundle']} | {fmt_size(entry.get('size_bytes'))} | {fmt_pct(entry.get('accuracy'))} "
+            f"| {fmt_num(entry.get('accuracy_delta'), '+.2f')} | {fmt_pct(entry.get('agreement'))} "
+            f"| {fmt_num(entry.get('max_abs_error'), '.2e')} | {fmt_num(entry.get('cosine'), '.6f')} "
+            f"| {fmt_num(entry.get('latency_ms'), '.3f')} | {status_text(entry)}"
+            + (f": {reasons}" if reasons else "") + " |")
+
+
+def _reference_line(result: dict) -> str:
+    ref = result["reference"]
+    confident = ("confident" if ref.get("confident")
+                 else "NOT confident: parity proves little")
+    return (f"Reference ({ref['source'].split(':')[0]}): accuracy {fmt_pct(ref.get('accuracy'))} on "
+            f"{result['samples']} samples ({result.get('data_source') or '-'}); "
+            f"median top-1 margin {fmt_num(ref.get('confidence_margin'), '.3f')} ({confident}).")
+
+
+def markdown_section(result: dict, level: int = 2) -> str:
+    head = "#" * level
+    out = [f"{head} {result['task']}: {'PASS' if result['passed'] else 'FAIL'}", "",
+           _reference_line(result), "", TABLE_HEADER]
+    out += [_table_row(e) for e in result["artifacts"]]
+    if any(e.get("utterance_agreement") is not None for e in result["artifacts"]):
+        out += ["", "Speech: agreement is per frame; per utterance: " + ", ".join(
+            f"{e['bundle']} {fmt_pct(e.get('utterance_agreement'))}" for e in result["artifacts"]
+            if e.get("utterance_agreement") is not None) + "."]
+    for entry in result["artifacts"]:
+        table = entry.get("layers") or {}
+        if table.get("tensors"):
+            out += ["", f"Worst int8 tensors of {entry['bundle']} (RMSE/scale; ~0.29 is ideal rounding):", "",
+                    "| tensor | op | RMSE/scale | SNR (dB) |", "|---|---|---:|---:|"]
+            out += [f"| `{r['tensor'][:80]}` | {r['op']} | {fmt_num(r.get('rmse_over_scale'), '.3f')} "
+                    f"| {fmt_num(r.get('snr_db'), '.1f')} |" for r in table["tensors"][:5]]
+        elif table.get("skipped"):
+            out += ["", f"Per-layer error of {entry['bundle']}: skipped ({table['skipped']})."]
+        if entry.get("fixed_from"):
+            cost = entry["cost"]
+            out += ["", f"Fix: {entry['bundle']} keeps {len(entry.get('keep_float', []))} tensors of "
+                        f"{entry['fixed_from']} in float: {status_text(entry)}, size {cost['size_bytes']:+d} B "
+                        f"(x{cost['size_ratio']:.2f}), latency {cost['latency_ms']:+.3f} ms."]
+        elif entry.get("suggestion"):
+            out += ["", f"{entry['bundle']}: {entry['suggestion']}."]
+    if result.get("warnings"):
+        out += [""] + [f"> warning: {w}" for w in result["warnings"]]
+    return "\n".join(out) + "\n"
+
+
+def markdown_report(results: list[dict], title: str = "edgekit verification") -> str:
+    verdict = "PASS" if all(r["passed"] for r in results) else "FAIL"
+    parts = [f"# {title}: {verdict}\n"] + [markdown_section(r) for r in results]
+    return "\n".join(parts)
+
+
+# Plots ----------------------------------------------------------------------------------------------
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def accuracy_vs_size_png(result: dict) -> str | None:
+    rows = [e for e in result["artifacts"] if e.get("accuracy") is not None and e.get("size_bytes")]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for e in rows:
+        ax.scatter(e["size_bytes"] / 1024, 100 * e["accuracy"], color="tab:green" if e["passed"] else "tab:red")
+        ax.annotate(e["bundle"].split("-", 1)[-1], (e["size_bytes"] / 1024, 100 * e["accuracy"]),
+                    fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ref = result["reference"].get("accuracy")
+    if ref is not None:
+        ax.axhline(100 * ref, color="gray", linestyle="--", linewidth=1, label="Keras")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("file size (KB, log scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{result['task']}: accuracy vs size (green pass, red fail)", fontsize=10)
+    return _png(fig)
+
+
+def latency_png(result: dict) -> str | None:
+    rows = [e for e in result["artifacts"] if e.get("latency_ms") is not None]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 0.35 * len(rows) + 1.2))
+    names = [e["bundle"] for e in rows]
+    ax.barh(names, [e["latency_ms"] for e in rows],
+            color=["tab:green" if e["passed"] else "tab:red" for e in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("median latency per sample (ms, this host)")
+    ax.set_title(f"{result['task']}: latency per variant", fontsize=10)
+    return _png(fig)
+
+
+def layer_error_png(entry: dict) -> str | None:
+    """Bars per tensor, worst first: RMSE/scale (TFLite debugger) or SNR in dB (ONNX qdq_loss_debug)."""
+    layers = entry.get("layers") or {}
+    metric = layers.get("metric", "rmse_over_scale")
+    rows = [r for r in layers.get("tensors") or [] if r.get(metric) is not None][:MAX_LAYER_ROWS]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 0.35 * len(rows) + 1.2))
+    labels = [f"{r['op']} {_short(r['tensor'])}".strip() for r in rows]
+    ax.barh(labels, [r[metric] for r in rows],
+            color=["tab:red" if r.get("suspicious") else "tab:blue" for r in rows])
+    if metric == "rmse_over_scale":
+        ax.axvline(layers.get("ideal_rmse_over_scale", 0.289), color="gray", linestyle="--",
+                   linewidth=1, label="ideal rounding")
+        ax.legend(fontsize=8)
+        ax.set_xlabel("RMSE / scale (float vs int8, per tensor; higher is worse)")
+    else:
+        ax.set_xlabel("SNR vs float model (dB, per tensor; lower is worse)")
+    ax.invert_yaxis()
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title(f"{entry['bundle']}: per-layer int8 error (worst first)", fontsize=10)
+    return _png(fig)
+
+
+def _short(name: str, width: int = 40) -> str:
+    name = name.split(";")[0]
+    return name if len(name) <= width else "..." + name[-(width - 3):]
+
+
+# HTML -----------------------------------------------------------------------------------------------
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px}
+th{background:#f3f3f3}td.num{text-align:right}.pass{color:#186a1f;font-weight:bold}
+.fail{color:#b00020;font-weight:bold}.warn{background:#fff4d6;padding:6px 10px;border-left:4px solid #e0a000}
+code{font-size:12px}img{max-width:100%}"""
+
+
+def _img(png: str | None, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{png}">' if png else ""
+
+
+def _html_row(entry: dict) -> str:
+    cls = "pass" if entry["passed"] else "fail"
+    reasons = html.escape("; ".join(entry.get("reasons") or []))
+    cells = [html.escape(entry["bundle"]), fmt_size(entry.get("size_bytes")), fmt_pct(entry.get("accuracy")),
+             fmt_num(entry.get("accuracy_delta"), "+.2f"), fmt_pct(entry.get("agreement")),
+             fmt_num(entry.get("max_abs_error"), ".2e"), fmt_num(entry.get("cosine"), ".6f"),
+             fmt_num(entry.get("snr_db"), ".1f"), fmt_num(entry.get("latency_ms"), ".3f")]
+    tds = "".join(f'<td class="num">{c}</td>' if i else f"<td>{c}</td>" for i, c in enumerate(cells))
+    return f'<tr>{tds}<td class="{cls}">{status_text(entry)}</td><td>{reasons}</td></tr>'
+
+
+def html_section(result: dict) -> str:
+    verdict = "PASS" if result["passed"] else "FAIL"
+    parts = [f'<h2>{html.escape(result["task"])}: <span class="{verdict.lower()}">{verdict}</span></h2>',
+             f"<p>{html.escape(_reference_line(result))}</p>"]
+    parts += [f'<p class="warn">warning: {html.escape(w)}</p>' for w in result.get("warnings", [])]
+    parts.append("<table><tr><th>bundle</th><th>size</th><th>accuracy</th><th>Δ accuracy (pp)</th>"
+                 "<th>agreement</th><th>max abs error</th><th>cosine</th><th>SNR (dB)</th>"
+                 "<th>latency (ms)</th><th>gate</th><th>reasons</th></tr>"
+                 + "".join(_html_row(e) for e in result["artifacts"]) + "</table>")
+    parts.append(_img(accuracy_vs_size_png(result), f"{result['task']} accuracy vs size"))
+    parts.append(_img(latency_png(result), f"{result['task']} latency per variant"))
+    for entry in result["artifacts"]:
+        table = entry.get("layers") or {}
+        if table.get("tensors"):
+            parts.append(f"<h3>Per-layer int8 error: {html.escape(entry['bundle'])}</h3>")
+            parts.append(_img(layer_error_png(entry), f"{entry['bundle']} per-layer error"))
+            parts.append("<table><tr><th>tensor</th><th>op</th><th>RMSE/scale</th><th>SNR (dB)</th>"
+                         "<th>max abs error</th></tr>" + "".join(
+                             f"<tr><td><code>{html.escape(r['tensor'])}</code></td><td>{html.escape(r['op'])}</td>"
+                             f"<td class=num>{fmt_num(r.get('rmse_over_scale'), '.3f')}</td>"
+                             f"<td class=num>{fmt_num(r.get('snr_db'), '.1f')}</td>"
+                             f"<td class=num>{fmt_num(r.get('max_abs_error'), '.3g')}</td></tr>"
+                             for r in table["tensors"][:MAX_LAYER_ROWS]) + "</table>")
+        elif table.get("skipped"):
+            parts.append(f"<p>Per-layer error of {html.escape(entry['bundle'])}: skipped "
+                         f"({html.escape(table['skipped'])}).</p>")
+        if entry.get("suggestion"):
+            parts.append(f"<p>{html.escape(entry['bundle'])}: {html.escape(entry['suggestion'])}.</p>")
+        if entry.get("fixed_from"):
+            cost = entry["cost"]
+            parts.append(f"<p>Fix: <b>{html.escape(entry['bundle'])}</b> keeps "
+                         f"{len(entry.get('keep_float', []))} tensors of {html.escape(entry['fixed_from'])} "
+                         f"in float: {status_text(entry)}; size {cost['size_bytes']:+d} B "
+                         f"(x{cost['size_ratio']:.2f}), latency {cost['latency_ms']:+.3f} ms.</p>")
+    return "\n".join(parts)
+
+
+def html_report(results: list[dict], title: str = "edgekit verification") -> str:
+    verdict = "PASS" if all(r["passed"] for r in results) else "FAIL"
+    body = "\n".join(html_section(r) for r in results)
+    created = html.escape(results[0].get("created", "")) if results else ""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}: "
+            f'<span class="{verdict.lower()}">{verdict}</span></h1><p>Created {created}. '
+            "Accuracy delta is the bundle minus Keras in percentage points; agreement is the share of "
+            "rows with Keras' top-1 class; latency is the median per sample on the machine that ran "
+            f"the report.</p>\n{body}\n</body></html>\n")
