@@ -35,6 +35,7 @@ from edgekit.common import UserError, log
 
 QEMU_SUITE = "trixie"          # qemu-user 10.x; its binaries are static, so no host libraries needed
 QEMU_MIN_MAJOR = 8             # 7.2 (bookworm) crashes in the backends
+KEEP_QEMU = ("qemu-aarch64", "qemu-arm")
 DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 APT_SOURCE_FILES = ("/etc/apt/sources.list",)
 APT_SOURCE_DIR = "/etc/apt/sources.list.d"
@@ -278,6 +279,10 @@ def ensure_qemu(binary: str) -> str:
                 _unpack(debs, root)
                 for item in root.iterdir():
                     os.replace(item, tmp / item.name)
+                # qemu-user ships every target (~450 MB); keep the ones device profiles use
+                for path in (tmp / "usr" / "bin").glob("qemu-*"):
+                    if path.name not in KEEP_QEMU:
+                        path.unlink()
                 shutil.rmtree(tmp / "debs")
                 root.rmdir()
             log(f"  qemu-user ready in {time.perf_counter() - start:.0f} s")

@@ -110,10 +110,13 @@ def export_model(model_dir, out_dir, formats=recipes.FORMATS, variants=recipes.V
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", suffix=".staging", dir=out_dir))
     try:
-        for fmt, variant in plan:  # skipped ones first, so the numbering follows the plan
-            if (fmt, variant) in results:
-                context.report(results[(fmt, variant)])
-        for fmt, fmt_variants in to_convert.items():
+        for fmt in formats:
+            for variant in variants:  # decided before converting: reported first within the format
+                if (fmt, variant) in results:
+                    context.report(results[(fmt, variant)])
+            fmt_variants = to_convert.get(fmt)
+            if not fmt_variants:
+                continue
             request = {"model_dir": str(model_dir.resolve()), "allow_unsafe": allow_unsafe, "format": fmt,
                        "calibration_samples": calibration_samples, "int8_io": int8_io, "opset": opset,
                        "keep_float_layers": list(keep_float_layers or [])}

@@ -17,7 +17,7 @@ API for per-layer debugging and selective quantization (used by verify):
         converter=converter, debug_dataset=tflite.representative_dataset(x))
     debugger.run(); debugger.layer_statistics ...           # keys are op output tensor names
     tflite.layers_of_tensor(name, tflite.keras_layer_names(model))   # -> Keras layer of a node
-    # keep some layers in float (by Keras layer name) in a full-int8 model:
+    # keep some layers in float (by Keras layer name) in the full-int8 model:
     data = tflite.convert(model, "int8", calibration=x, keep_float_layers=["probs"])
 
 `export.export_model(..., keep_float_layers=[...])` does the latter for the int8 bundles.
@@ -88,6 +88,7 @@ def _io_names(model, metadata: dict | None) -> tuple[str, str]:
 
 
 _workdirs: list[str] = []
+_saved_models: dict[int, Path] = {}
 
 
 def _scratch_dir() -> Path:
@@ -119,12 +120,15 @@ def _new_converter(model, metadata: dict | None, check_x: np.ndarray | None):
         return tf.lite.TFLiteConverter.from_concrete_functions([concrete], twin)
     import keras
 
-    saved = _scratch_dir() / "saved_model"
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serving_default", lambda x: {output_name: model(x, training=False)},
-                         input_signature=[signature])
-    archive.write_out(str(saved), verbose=False)
+    saved = _saved_models.get(id(model))
+    if saved is None:  # one SavedModel per model serves every variant (writing it costs seconds)
+        saved = _scratch_dir() / "saved_model"
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serving_default", lambda x: {output_name: model(x, training=False)},
+                             input_signature=[signature])
+        archive.write_out(str(saved), verbose=False)
+        _saved_models[id(model)] = saved
     return tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=["serving_default"])
 
 
@@ -183,14 +187,15 @@ def _convert(converter) -> bytes:
 def convert(model, variant: str, calibration: np.ndarray | None = None, int8_io: str = "float32",
             metadata: dict | None = None, keep_float_layers: list[str] | None = None) -> bytes:
     """The .tflite bytes of `model` under `variant`. `keep_float_layers` (Keras layer names) leaves
-    those layers' ops in float inside an int8/int16x8 model (the converter's denylisted nodes)."""
+    those layers' ops in float inside the int8 model (the converter's denylisted nodes); other
+    variants ignore it (int16x8 goes through the converter's older quantizer, which has no denylist)."""
     converter = build_converter(model, variant, calibration, int8_io, metadata)
-    if not keep_float_layers or variant not in QUANTIZED_VARIANTS:
+    if not keep_float_layers or variant != "int8":
         return _convert(converter)
-    return _convert_keeping_float(converter, model, variant, int8_io, keep_float_layers)
+    return _convert_keeping_float(converter, model, int8_io, keep_float_layers)
 
 
-def _convert_keeping_float(converter, model, variant, int8_io, keep_float_layers) -> bytes:
+def _convert_keeping_float(converter, model, int8_io, keep_float_layers) -> bytes:
     """Calibrate only, then quantize with the named layers' ops denylisted (what
     QuantizationDebugger.get_nondebug_quantized_model does, with the I/O types under our control)."""
     import tensorflow as tf
@@ -207,13 +212,11 @@ def _convert_keeping_float(converter, model, variant, int8_io, keep_float_layers
              if wanted.intersection(layers_of([name], known))]
     if not nodes:
         raise ValueError(f"keep_float_layers: no ops found for {', '.join(keep_float_layers)}")
-    float_io = variant == "int16x8" or int8_io == "float32"
     io_type = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[int8_io]
+    float_input = model.inputs[0].dtype in ("float32", "float16", "float64")
     return tflite_convert.mlir_quantize(
-        calibrated, fully_quantize=not float_io,
-        inference_type=tf.int16 if variant == "int16x8" else tf.int8,
-        input_data_type=tf.float32 if float_io else io_type,
-        output_data_type=tf.float32 if float_io else io_type,
+        calibrated, fully_quantize=int8_io != "float32",
+        input_data_type=io_type if float_input else tf.float32, output_data_type=io_type,
         denylisted_nodes=nodes)
 
 
@@ -264,8 +267,9 @@ def describe_bytes(data: bytes) -> dict:
         custom = name == "CUSTOM"
         if custom:
             name = (code.CustomCode() or b"CUSTOM").decode("utf-8", "replace")
-        names = [tensor_name(op.Outputs(j)) for j in range(op.OutputsLength()) if op.Outputs(j) >= 0]
-        records.append({"op": name, "custom": custom, "names": names})
+        outputs = [op.Outputs(j) for j in range(op.OutputsLength()) if op.Outputs(j) >= 0]
+        records.append({"op": name, "custom": custom, "names": [tensor_name(t) for t in outputs],
+                        "dtypes": [type_names[graph.Tensors(t).Type()] for t in outputs]})
     histogram: dict[str, int] = {}
     for record in records:
         histogram[record["op"]] = histogram.get(record["op"], 0) + 1
@@ -285,6 +289,9 @@ def run(data: bytes, x: np.ndarray) -> np.ndarray:
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
     results = []
     for sample in x:
+        # The fused LSTM keeps its hidden/cell state in variable tensors that persist across invokes:
+        # without a reset, each sample would start from the previous sample's final state.
+        interpreter.reset_all_variables()
         value = sample[None]
         scale, zero = inp["quantization"]
         if np.issubdtype(inp["dtype"], np.integer) and scale and not np.issubdtype(value.dtype, np.integer):

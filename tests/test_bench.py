@@ -39,8 +39,10 @@ def test_cold_start_fresh_process(rt_bundles):
 
     r = cold_start(rt_bundles / "image-tflite-int8")
     assert r["cold_start_heavy_modules"] == []
-    # Generous bounds for a loaded shared machine; the 0.5 s / 80 MB target is checked by the bench.
-    assert r["cold_start_s"] < 5 and r["cold_start_peak_rss_mb"] < 150, r
+    # Memory is deterministic (~46-60 MB here: numpy + ai_edge_litert + a 5 KB model). Time is only
+    # smoke-checked: on the shared 2-core machine a fresh process was seen taking several seconds
+    # under load; the 0.5 s target is read from `edgekit bench` output on a quiet machine.
+    assert r["cold_start_peak_rss_mb"] < 80 and r["cold_start_s"] < 30, r
 
 
 @pytest.mark.slow

@@ -111,13 +111,13 @@ def make_image_dir(out: Path) -> Path:
                                               include_top=False, weights=None)
     for layer in backbone.layers:  # see conversion-facts: default momentum 0.999 lags in short runs
         if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.9
+            layer.momentum = 0.5
     h = keras.layers.GlobalAveragePooling2D(name="pool")(backbone(inputs))
     h = keras.layers.Dropout(0.2, name="dropout")(h)
     probs = keras.layers.Dense(classes, activation="softmax", name="probs")(h)
     model = keras.Model(inputs, probs, name="image_classifier")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-    model.fit(x[:300], y[:300], epochs=4, batch_size=32, verbose=0)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(x[:300], y[:300], epochs=8, batch_size=32, verbose=0)
     metadata = _metadata("image", "image", ["red", "green", "blue"],
                          {"name": "image", "shape": [None, size, size, 3], "dtype": "float32"},
                          {"name": "probs", "shape": [None, classes], "dtype": "float32"},

@@ -36,7 +36,7 @@ DEFAULT_SIZE = {"mobilenet_v2": 64, "vgg16": 32, "resnet50": 64, "inception_v3":
 DEFAULTS = {"epochs": 20, "fine_tune_epochs": 0, "batch_size": 64, "alpha": 0.5,
             "random_learning_rate": 2e-3, "head_learning_rate": 1e-3, "fine_tune_learning_rate": 1e-5,
             "dropout": 0.2, "bn_momentum": 0.9, "shift": 0.125}
-QUICK = {"epochs": 3, "fine_tune_epochs": 0}
+QUICK = {"epochs": 3, "fine_tune_epochs": 0, "batch_size": 32}  # more steps: BN statistics settle
 DOWNLOAD_TIMEOUT_S = 20
 
 

@@ -91,6 +91,9 @@ def fit(dataset: Dataset, workdir: Path, epochs: int | None, seed: int, quick: b
     epochs = epochs or settings["epochs"]
     batch_size = options.get("batch_size", settings["batch_size"])
     params = feature_params(dataset.extra["sample_rate"], options.get("features", settings["features"]))
+    if SILENCE in dataset.labels:
+        raise UserError(f"a class is named {SILENCE!r}, which is reserved for non-speech frames; "
+                        "rename that folder")
     labels = [SILENCE] + dataset.labels
     splits = {}
     for name in ("train", "val", "test"):

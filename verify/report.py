@@ -99,7 +99,9 @@ def markdown_section(result: dict, level: int = 2) -> str:
     for entry in result["artifacts"]:
         table = entry.get("layers") or {}
         if table.get("tensors"):
-            out += ["", f"Worst int8 tensors of {entry['bundle']} (RMSE/scale; ~0.29 is ideal rounding):", "",
+            what = ("SNR vs the float model, lowest first" if table.get("metric") == "snr_db"
+                    else "RMSE/scale, highest first; ~0.29 is ideal rounding")
+            out += ["", f"Worst int8 tensors of {entry['bundle']} ({what}):", "",
                     "| tensor | op | RMSE/scale | SNR (dB) |", "|---|---|---:|---:|"]
             out += [f"| `{r['tensor'][:80]}` | {r['op']} | {fmt_num(r.get('rmse_over_scale'), '.3f')} "
                     f"| {fmt_num(r.get('snr_db'), '.1f')} |" for r in table["tensors"][:5]]

@@ -1,0 +1,266 @@
+"""Tests of export/: recipes, op check, bundles, manifests, crash isolation, LSTM fusion, parity."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.common import UserError, sha256_file
+from export import export_model, opcheck, recipes
+from test_export_models import export_model_dir  # noqa: F401  (fixture)
+
+ALL_FORMATS = ("tflite", "onnx")
+ALL_VARIANTS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
+RECIPE_NAME = re.compile(r"^(float|dynamic|static|qdq)_w[if]\d+_a(i|f|fp)\d+$")
+
+
+# -- fast: no TensorFlow ----------------------------------------------------------------------------
+
+def test_every_format_variant_has_a_recipe_or_a_reason():
+    for fmt in recipes.FORMATS:
+        for variant in recipes.VARIANTS:
+            recipe = recipes.recipe_for(fmt, variant)
+            if recipe is None:
+                assert recipes.UNAVAILABLE[(fmt, variant)]
+            else:
+                assert RECIPE_NAME.match(recipe.name), recipe.name
+                assert recipe.reason
+    assert recipes.RECIPES[("tflite", "int8")].name == "static_wi8_ai8"
+    assert recipes.RECIPES[("tflite", "int16x8")].name == "static_wi8_ai16"
+    assert recipes.RECIPES[("tflite", "dynamic")].name == "dynamic_wi8_afp32"
+    assert recipes.RECIPES[("onnx", "int8")].name == "qdq_wi8_ai8"
+
+
+def test_int16x8_is_refused_for_lstm_models_with_the_reason():
+    reason = recipes.refusal_reason(recipes.RECIPES[("tflite", "int16x8")], {"InputLayer", "LSTM", "Dense"})
+    assert reason and "UNIDIRECTIONAL_SEQUENCE_LSTM" in reason
+    assert recipes.refusal_reason(recipes.RECIPES[("tflite", "int16x8")], {"Conv2D", "Dense"}) is None
+
+
+def test_bad_model_dir_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        export_model(tmp_path / "missing", tmp_path / "out")
+    (tmp_path / "m").mkdir()
+    with pytest.raises(UserError, match="edgekit.json"):
+        export_model(tmp_path / "m", tmp_path / "out")
+    (tmp_path / "m" / "edgekit.json").write_text(json.dumps({"name": "m", "task": "text"}))
+    with pytest.raises(UserError, match="model.keras"):
+        export_model(tmp_path / "m", tmp_path / "out")
+    (tmp_path / "m" / "model.keras").write_bytes(b"not a zip")
+    with pytest.raises(UserError, match="unknown variant"):
+        export_model(tmp_path / "m", tmp_path / "out", variants=("int4",))
+    with pytest.raises(UserError, match="calibration.npz"):
+        export_model(tmp_path / "m", tmp_path / "out", variants=("int8",))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_op_check_names_the_op_and_the_keras_layer():
+    layers = {"tokens": "InputLayer", "embedding": "Embedding", "lstm": "LSTM", "probs": "Dense"}
+    records = [
+        {"op": "GATHER", "names": ["text_classifier_1/embedding_1/GatherV2"]},
+        {"op": "WHILE", "names": ["text_classifier_1/lstm_1/while"]},
+        {"op": "FlexTensorListReserve", "custom": True, "names": ["text_classifier_1/lstm_1/TensorArrayV2"]},
+        {"op": "FULLY_CONNECTED", "names": ["model/probs/MatMul;model/probs/BiasAdd"]},
+    ]
+    problems = opcheck.check_ops("tflite", records, layers)
+    text = "\n".join(problems)
+    assert "op WHILE (from layer 'lstm')" in text
+    assert "op FlexTensorListReserve (from layer 'lstm')" in text
+    assert "not fused" in text
+    fused = [{"op": "UNIDIRECTIONAL_SEQUENCE_LSTM", "names": ["model/lstm/lstm"]},
+             {"op": "FULLY_CONNECTED", "names": ["model/probs/MatMul"]}]
+    assert opcheck.check_ops("tflite", fused, layers) == []
+    device = {"name": "tiny", "unsupported_ops": {"tflite": ["FULLY_CONNECTED"]}}
+    assert opcheck.check_ops("tflite", fused, layers, device) == [
+        "op FULLY_CONNECTED (from layer 'probs') is not supported by device 'tiny'"]
+
+
+def test_device_profiles(tmp_path):
+    assert opcheck.load_profile("pi4", tmp_path / "no-such-folder") is None  # colleague's folder absent
+    (tmp_path / "pi4.json").write_text(json.dumps({"backends": ["litert"]}))
+    with pytest.raises(UserError, match="unknown device 'pi5'.*pi4"):
+        opcheck.load_profile("pi5", tmp_path)
+    profile = opcheck.load_profile("pi4", tmp_path)
+    assert opcheck.format_unsupported_by(profile, "tflite") is None
+    assert "no onnx runtime" in opcheck.format_unsupported_by(profile, "onnx")
+
+
+# -- slow: real conversions of small trained models ------------------------------------------------
+
+_exports: dict[str, tuple[Path, list, float]] = {}
+
+
+@pytest.fixture(scope="module")
+def exported(export_model_dir, tmp_path_factory):  # noqa: F811
+    """exported("text") -> (bundles folder, results, seconds): every format and variant, once."""
+
+    def get(kind: str):
+        if kind not in _exports:
+            out = tmp_path_factory.mktemp(f"bundles-{kind}")
+            start = time.perf_counter()
+            results = export_model(export_model_dir(kind), out)
+            _exports[kind] = (out, results, time.perf_counter() - start)
+        return _exports[kind]
+
+    return get
+
+
+def _by_variant(results, fmt):
+    return {r.variant: r for r in results if r.format == fmt}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["text", "speech"])
+def test_lstm_models_use_only_builtin_ops_with_the_fused_lstm(exported, kind):
+    from export import tflite
+
+    out, results, _ = exported(kind)
+    tflite_results = _by_variant(results, "tflite")
+    assert {v for v, r in tflite_results.items() if r.ok} == {"fp32", "fp16", "dynamic", "int8"}
+    for variant, result in tflite_results.items():
+        if variant == "int16x8":
+            assert result.status == "skipped"
+            assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in result.reason
+            continue
+        # Read the op list from the file itself (flatbuffer), not from the manifest.
+        info = tflite.describe(result.bundle / "model.tflite")
+        ops = set(info["ops"])
+        assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in ops, (variant, ops)
+        assert "WHILE" not in ops, (variant, ops)
+        assert not [r["op"] for r in info["op_records"] if r["custom"] or r["op"].startswith("Flex")]
+        assert info["inputs"][0]["shape"][0] == 1  # TFLite bundles have batch 1
+    assert not [r for r in results if r.status == "failed"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["text", "speech", "image"])
+def test_fp32_parity_with_keras(exported, export_model_dir, kind):  # noqa: F811
+    from export import onnx as onnx_export
+    from export import tflite
+    from train.io import load_model
+
+    out, results, _ = exported(kind)
+    model, _ = load_model(export_model_dir(kind))
+    with np.load(export_model_dir(kind) / "heldout.npz") as data:
+        x = data["x"][:16]
+    reference = np.asarray(model(x, training=False))
+    # Trained models give confident outputs, so parity is not trivially met by near-uniform softmax.
+    assert reference.max(axis=-1).mean() > 0.6
+    tflite_fp32 = _by_variant(results, "tflite")["fp32"].bundle / "model.tflite"
+    onnx_fp32 = _by_variant(results, "onnx")["fp32"].bundle / "model.onnx"
+    # 1e-5: the same float32 math in another runtime; only summation order differs (~1e-7 seen).
+    assert np.max(np.abs(tflite.run(tflite_fp32.read_bytes(), x) - reference)) <= 1e-5
+    assert np.max(np.abs(onnx_export.run(onnx_fp32, x) - reference)) <= 1e-5
+    # Quantized variants: loose sanity only (accuracy gates live in verify/).
+    int8 = _by_variant(results, "tflite")["int8"].bundle / "model.tflite"
+    assert np.max(np.abs(tflite.run(int8.read_bytes(), x) - reference)) < 0.25
+
+
+# Size bounds of these small test models (the issue's targets are for real-size models: int8 <= 30%
+# of fp32 over 1 MB, <= 45% for the small LSTMs, fp16 <= 52%). int8 <= 45% holds for the LSTMs.
+# The test CNN (MobileNetV2 alpha 0.35 at 32x32, 1.6 MB) has ~14k per-channel scales + int64 zero
+# points (~170 KB, 10% of fp32) and ~42 KB of tensor names for ~0.4M weights: int8 lands at 40%, and
+# fp16 at 54% (each fp16 weight adds a DEQUANTIZE op and a named float tensor). Full-size
+# MobileNetV2 measured 30% / 50% (conversion-facts.md). The tiny LSTMs carry ~4 KB of fixed
+# flatbuffer structure on 27-75 KB, so their fp16 is 55-62%.
+SIZE_LIMITS = {"text": {"int8": 0.45, "fp16": 0.65}, "speech": {"int8": 0.45, "fp16": 0.65},
+               "image": {"int8": 0.42, "fp16": 0.55}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["text", "speech", "image"])
+def test_size_ratios(exported, kind):
+    _, results, _ = exported(kind)
+    sizes = {v: r.size_bytes for v, r in _by_variant(results, "tflite").items() if r.ok}
+    for variant, limit in SIZE_LIMITS[kind].items():
+        assert sizes[variant] <= limit * sizes["fp32"], (variant, sizes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["text", "speech", "image"])
+def test_manifests_and_onnx_checker(exported, export_model_dir, kind):  # noqa: F811
+    import onnx
+
+    out, results, seconds = exported(kind)
+    model_dir = export_model_dir(kind)
+    metadata = json.loads((model_dir / "edgekit.json").read_text())
+    ok = [r for r in results if r.ok]
+    assert {p.name for p in out.iterdir()} == {r.bundle.name for r in ok}  # no staging left behind
+    for result in ok:
+        assert result.bundle.name == f"{kind}-{result.format}-{result.variant}"
+        manifest = json.loads((result.bundle / "manifest.json").read_text())
+        model_file = result.bundle / manifest["model_file"]
+        assert manifest["format"] == result.format and manifest["variant"] == result.variant
+        assert manifest["recipe"] == recipes.RECIPES[(result.format, result.variant)].name
+        assert manifest["sha256"] == sha256_file(model_file)
+        assert manifest["size_bytes"] == model_file.stat().st_size == result.size_bytes
+        assert manifest["source"]["model_sha256"] == sha256_file(model_dir / "model.keras")
+        assert manifest["source"]["metadata"] == metadata
+        assert manifest["labels"] == metadata["labels"]
+        assert manifest["preprocessing"] == metadata["preprocessing"]
+        assert manifest["inputs"][0]["name"] == metadata["input"]["name"]
+        assert manifest["outputs"][0]["name"] == metadata["output"]["name"]
+        assert sum(manifest["ops"].values()) > 0
+        assert manifest["versions"]["tensorflow"] and manifest["export"]["op_check"] == "passed"
+        if result.format == "onnx":
+            onnx.checker.check_model(str(model_file), full_check=True)
+            assert manifest["inputs"][0]["shape"][0] is None  # dynamic batch
+            assert manifest["export"]["opset"] >= 17
+        if result.variant in ("int8", "int16x8"):
+            assert manifest["export"]["calibration_samples"] == 200
+        if kind == "text":
+            assert (result.bundle / "assets" / "vocab.txt").read_text() == \
+                (model_dir / "assets" / "vocab.txt").read_text()
+    print(f"\n{kind}: all variants exported in {seconds:.0f} s; sizes " +
+          ", ".join(f"{r.format}-{r.variant} {r.size_bytes}" for r in ok))
+
+
+@pytest.mark.slow
+def test_a_crashing_conversion_fails_only_its_variant(export_model_dir, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("EDGEKIT_EXPORT_CRASH", "tflite:fp32")
+    results = export_model(export_model_dir("speech"), tmp_path, formats=("tflite",),
+                           variants=("fp32", "int8"))
+    by_variant = _by_variant(results, "tflite")
+    assert by_variant["fp32"].status == "failed"
+    assert by_variant["fp32"].reason.startswith("converter crashed (signal 11")
+    assert by_variant["int8"].ok  # a fresh worker converted the rest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["speech-tflite-int8"]
+
+
+@pytest.mark.slow
+def test_failure_while_writing_a_bundle_leaves_nothing(export_model_dir, tmp_path, monkeypatch):  # noqa: F811
+    import export.exporter
+
+    def broken(**kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export.exporter, "build_manifest", broken)
+    with pytest.raises(OSError, match="disk full"):
+        export_model(export_model_dir("speech"), tmp_path, formats=("tflite",), variants=("fp32",))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_int8_io_and_keep_float_layers(export_model_dir, tmp_path):  # noqa: F811
+    from export import tflite
+
+    results = export_model(export_model_dir("speech"), tmp_path / "io", formats=("tflite",),
+                           variants=("int8",), int8_io="int8")
+    manifest = json.loads((results[0].bundle / "manifest.json").read_text())
+    (inp,), (out,) = manifest["inputs"], manifest["outputs"]
+    assert inp["dtype"] == out["dtype"] == "int8"
+    assert len(inp["quantization"]["scale"]) == 1 and len(out["quantization"]["zero_point"]) == 1
+
+    results = export_model(export_model_dir("speech"), tmp_path / "keep", formats=("tflite", "onnx"),
+                           variants=("int8",), keep_float_layers=["probs"])
+    assert all(r.ok for r in results), [r.reason for r in results]
+    info = tflite.describe(results[0].bundle / "model.tflite")
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in info["ops"]
+    dtypes = {r["op"]: r["dtypes"][0] for r in info["op_records"]}
+    assert dtypes["UNIDIRECTIONAL_SEQUENCE_LSTM"] == "int8"
+    assert dtypes["FULLY_CONNECTED"] == "float32"  # the Dense head 'probs' stayed float

@@ -1,0 +1,83 @@
+"""Training on the real datasets in ../shared/data (slow): quick settings give confident models,
+and default settings reach the documented accuracy targets."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _meta(model_dir):
+    return json.loads((model_dir / "edgekit.json").read_text())
+
+
+def test_quick_text_model_on_sms_spam(trained_dir, sms_spam):
+    model_dir = trained_dir("text")
+    meta = _meta(model_dir)
+    assert meta["metrics"]["test_accuracy"] >= 0.95
+    heldout, calibration = np.load(model_dir / "heldout.npz"), np.load(model_dir / "calibration.npz")
+    assert len(heldout["y"]) <= 500 and calibration["x"].shape[0] >= 200
+    # The heldout inputs are the tokenizer's ids of real texts: every row ends on a real token.
+    assert np.all(heldout["x"][:, -1] != 0)
+
+
+def test_quick_speech_model_on_fsdd(trained_dir, fsdd):
+    model_dir = trained_dir("speech")
+    meta = _meta(model_dir)
+    assert meta["labels"] == ["_silence"] + [str(d) for d in range(10)]
+    assert meta["data"]["test"] == 250  # takes 0-4 of 10 digits x 5 speakers
+    assert meta["metrics"]["utterance_accuracy"] >= 0.7
+    heldout = np.load(model_dir / "heldout.npz")
+    assert heldout["utterance_y"].shape == (250,)
+
+    from runtime.preprocess import make_preprocessor, utterance_probs
+    from train.io import load_model
+
+    model, _ = load_model(model_dir)
+    files = sorted(fsdd.glob("*_0.wav"))  # take 0 of every digit and speaker: test split
+    inputs = make_preprocessor(meta["preprocessing"])(files)
+    probs = utterance_probs(model.predict(inputs, verbose=0), meta["preprocessing"])
+    predicted = [meta["labels"][i] for i in probs.argmax(1)]
+    truth = [f.name.split("_")[0] for f in files]
+    assert np.mean([p == t for p, t in zip(predicted, truth)]) >= 0.6
+
+
+def test_quick_image_model_on_cifar10_small(trained_dir, cifar10_small):
+    model_dir = trained_dir("image")
+    meta = _meta(model_dir)
+    assert meta["data"]["test"] == 1000  # cifar10_small/test is the held-out set
+    assert meta["architecture"]["weights"] is None and meta["architecture"]["bn_momentum"] == 0.9
+    assert meta["metrics"]["test_accuracy"] >= 0.2  # chance is 0.1; 3 epochs from random init
+    assert np.load(model_dir / "heldout.npz")["x"].shape == (500, 64, 64, 3)
+    assert np.load(model_dir / "calibration.npz")["x"].shape[0] == 300
+
+
+def test_default_text_settings_reach_target(tmp_path, sms_spam):
+    from train import train_model
+
+    meta = _meta(train_model("text", out=tmp_path / "text", data=sms_spam))
+    assert meta["metrics"]["test_accuracy"] >= 0.97
+    assert meta["metrics"]["train_seconds"] <= 300
+
+
+def test_default_speech_settings_reach_target(tmp_path, fsdd):
+    from train import train_model
+
+    meta = _meta(train_model("speech", out=tmp_path / "speech", data=fsdd))
+    assert meta["metrics"]["utterance_accuracy"] >= 0.90
+    assert meta["metrics"]["train_seconds"] <= 600
+
+
+@pytest.mark.skipif(not os.environ.get("EDGEKIT_TARGET_TESTS"),
+                    reason="5-10 minutes on 2 cores; set EDGEKIT_TARGET_TESTS=1 to run")
+def test_default_image_settings_reach_target_from_random_init(tmp_path, cifar10_small):
+    from train import train_model
+
+    meta = _meta(train_model("image", out=tmp_path / "image", data=cifar10_small, weights="none"))
+    assert meta["metrics"]["test_accuracy"] >= 0.40
+    assert meta["metrics"]["train_seconds"] <= 600
