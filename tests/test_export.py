@@ -156,9 +156,10 @@ def test_fp32_parity_with_keras(exported, export_model_dir, kind):  # noqa: F811
     # 1e-5: the same float32 math in another runtime; only summation order differs (~1e-7 seen).
     assert np.max(np.abs(tflite.run(tflite_fp32.read_bytes(), x) - reference)) <= 1e-5
     assert np.max(np.abs(onnx_export.run(onnx_fp32, x) - reference)) <= 1e-5
-    # Quantized variants: loose sanity only (accuracy gates live in verify/).
+    # int8: sanity only, the same decisions on nearly all samples (accuracy gates live in verify/).
     int8 = _by_variant(results, "tflite")["int8"].bundle / "model.tflite"
-    assert np.max(np.abs(tflite.run(int8.read_bytes(), x) - reference)) < 0.25
+    agree = tflite.run(int8.read_bytes(), x).argmax(-1) == reference.argmax(-1)
+    assert agree.mean() >= 0.9
 
 
 # Size bounds of these small test models (the targets are for real-size models: int8 <= 30%

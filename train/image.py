@@ -136,6 +136,14 @@ def _augmented(x: np.ndarray, y: np.ndarray, batch_size: int, shift: float, seed
             .prefetch(2))
 
 
+def recalibrate_batchnorm(model, x: np.ndarray, batch_size: int) -> None:
+    """One forward pass over the training images in training mode, no weight updates: the
+    BatchNormalization moving statistics catch up with the final weights (after a short run from
+    random init they still average in earlier, very different weights)."""
+    for start in range(0, len(x) - batch_size + 1, batch_size):
+        model(x[start:start + batch_size], training=True)
+
+
 def fit(dataset: Dataset, workdir: Path, epochs: int | None, seed: int, quick: bool,
         options: dict) -> TrainResult:
     import keras
@@ -190,6 +198,8 @@ def fit(dataset: Dataset, workdir: Path, epochs: int | None, seed: int, quick: b
                   shuffle=False)
     elif not pretrained:
         fine_tune_epochs = 0  # from random init everything trains from the start
+    if not pretrained:
+        recalibrate_batchnorm(model, x_train, batch_size)
 
     def probs(x):
         return model.predict(x, batch_size=128, verbose=0)

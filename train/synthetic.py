@@ -55,12 +55,11 @@ def _draw(kind: str, rng: np.random.Generator, size: int) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
     gradient = (np.cos(angle) * xx + np.sin(angle) * yy) / size
-    background = rng.uniform(0, 255, 3) + rng.uniform(-80, 80, 3) * gradient[..., None]
-    colour = rng.uniform(0, 255, 3)
-    while np.abs(colour - background.mean(axis=(0, 1))).max() < 80:  # keep the shape visible
-        colour = rng.uniform(0, 255, 3)
+    # Dark gradient background, bright shape: the class is the outline, never the colour.
+    background = rng.uniform(0, 90, 3) + rng.uniform(-30, 30, 3) * gradient[..., None]
+    colour = rng.uniform(150, 255, 3)
     cy, cx = rng.uniform(size * 0.3, size * 0.7, 2)
-    r = rng.uniform(size * 0.18, size * 0.32)
+    r = rng.uniform(size * 0.25, size * 0.36)
     if kind == "circle":
         mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
     elif kind == "square":
@@ -70,11 +69,11 @@ def _draw(kind: str, rng: np.random.Generator, size: int) -> np.ndarray:
     else:
         period = rng.uniform(4, 8)
         mask = np.sin((np.cos(angle) * xx + np.sin(angle) * yy) * 2 * np.pi / period) > 0
-    image = np.where(mask[..., None], colour, background) + rng.normal(0, 12, (size, size, 3))
+    image = np.where(mask[..., None], colour, background) + rng.normal(0, 6, (size, size, 3))
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def images(seed: int, per_class: int = 250, size: int = 32) -> Dataset:
+def images(seed: int, per_class: int = 300, size: int = 32) -> Dataset:
     rng = np.random.default_rng(seed)
     samples, names = [], []
     for kind in IMAGE_CLASSES:
