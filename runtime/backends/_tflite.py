@@ -26,6 +26,17 @@ def _tensor_info(detail: dict) -> TensorInfo:
                       dtype=np.dtype(detail["dtype"]), scale=scale, zero_point=zero)
 
 
+STATEFUL_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN",
+                "BIDIRECTIONAL_SEQUENCE_RNN", "SVDF", "VAR_HANDLE", "ASSIGN_VARIABLE"}
+
+
+def _has_state(interpreter) -> bool:
+    try:
+        return any(op["op_name"] in STATEFUL_OPS for op in interpreter._get_ops_details())
+    except Exception:  # older interpreters lack the op listing: resetting is always correct
+        return True
+
+
 class TFLiteRunner(Runner):
     formats = ("tflite",)
     thread_safe = False
@@ -49,6 +60,9 @@ class TFLiteRunner(Runner):
         self._in_idx = [d["index"] for d in self._input_details]
         self._out_idx = [d["index"] for d in self._output_details]
         self._lock = threading.Lock()
+        # The fused LSTM ops keep their hidden/cell state in variable tensors that survive an invoke:
+        # without a reset, each prediction would continue the previous sequence.
+        self._stateful = _has_state(interpreter)
 
     @property
     def interpreter(self):
@@ -67,6 +81,8 @@ class TFLiteRunner(Runner):
             with self._lock:
                 for idx, a in zip(self._in_idx, arrays):
                     interp.set_tensor(idx, a)
+                if self._stateful:
+                    interp.reset_all_variables()
                 interp.invoke()
                 return [interp.get_tensor(i) for i in self._out_idx]  # get_tensor copies
         except (ValueError, RuntimeError) as exc:
@@ -74,11 +90,14 @@ class TFLiteRunner(Runner):
 
     def bare_call_impl(self, arrays: list[np.ndarray]):
         interp = self._interpreter
+        stateful = self._stateful  # the reset is part of a correct call, so the baseline has it too
         if len(arrays) == 1 and len(self._out_idx) == 1:
             i, a, o = self._in_idx[0], arrays[0][:1], self._out_idx[0]
 
             def call():
                 interp.set_tensor(i, a)
+                if stateful:
+                    interp.reset_all_variables()
                 interp.invoke()
                 return interp.get_tensor(o)
             return call
@@ -88,6 +107,8 @@ class TFLiteRunner(Runner):
         def call_many():
             for i, a in pairs:
                 interp.set_tensor(i, a)
+            if stateful:
+                interp.reset_all_variables()
             interp.invoke()
             return [interp.get_tensor(o) for o in outs]
         return call_many
