@@ -28,7 +28,7 @@ FEATURES = {"frame_length": 256, "frame_step": 128, "fft_length": 256, "window":
             "num_mel_bins": 40, "lower_edge_hertz": 20.0, "log_offset": 1e-6, "num_mfcc": 13}
 CLIP_SECONDS = 1.0  # FSDD: 99% of recordings are shorter than 0.93 s; longer ones lose their end
 DEFAULTS = {"epochs": 30, "batch_size": 32, "units": 64, "learning_rate": 3e-3, "features": "log_mel"}
-QUICK = {"epochs": 8}
+QUICK = {"epochs": 8, "batch_size": 16}  # twice the steps per epoch: 0.77 vs 0.72 on fsdd
 
 
 def check_options(options: dict) -> None:
