@@ -7,6 +7,7 @@ variant matches), so the session trains each kind once with quick settings and s
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -69,18 +70,25 @@ def trained_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def exported_dir(tmp_path_factory, trained_dir):
-    """A factory: exported_dir("text") exports every format and variant of the trained model once
-    per session and returns the folder of bundles."""
+def exports(tmp_path_factory, trained_dir):
+    """A factory: exports("text") exports every format and variant of the trained model once per
+    session and returns (bundles folder, export results, seconds)."""
     from export import export_model
 
-    cache: dict[str, Path] = {}
+    cache: dict[str, tuple] = {}
 
-    def get(task: str) -> Path:
+    def get(task: str):
         if task not in cache:
             out = tmp_path_factory.mktemp(f"bundles-{task}")
-            export_model(trained_dir(task), out)
-            cache[task] = out
+            start = time.perf_counter()
+            results = export_model(trained_dir(task), out)
+            cache[task] = (out, results, time.perf_counter() - start)
         return cache[task]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def exported_dir(exports):
+    """A factory: exported_dir("text") -> the folder of every bundle of the trained text model."""
+    return lambda task: exports(task)[0]

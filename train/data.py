@@ -311,3 +311,35 @@ def load_wavs(path: str | Path, seed: int, max_samples=None) -> Dataset:
                                max_samples=max_samples, skipped=skipped)
     dataset.extra["sample_rate"] = rate
     return dataset
+
+
+# Evaluation data (verify --data) -----------------------------------------------------------------
+
+def load_raw(task: str, path: str | Path, text_column: str | None = None,
+             label_column: str | None = None) -> tuple[list, list[str]]:
+    """Every labelled sample of a user's data, unprocessed: (texts or file paths, label names).
+
+    The model's own preprocessing turns them into inputs, so evaluation sees exactly what the device
+    sees. An image folder with train/ and test/ is evaluated on test/."""
+    path = Path(path)
+    if task == "text":
+        texts, names, skipped = read_text_table(path, text_column, label_column)
+        report_skips(skipped, [str(path)])
+        return texts, names
+    if not path.is_dir():
+        raise UserError(f"{task} data folder not found: {path}")
+    if task == "image":
+        folder = path / "test" if (path / "test").is_dir() else path
+        files = [(f, d.name) for d in _class_folders(folder) for f in _image_files(d)]
+    elif task == "speech":
+        classes = [d for d in _class_folders(path) if any(d.rglob("*.wav"))]
+        if classes:
+            files = [(f, d.name) for d in classes for f in sorted(d.rglob("*.wav"))]
+        else:
+            files = [(f, m["label"]) for f in sorted(path.glob("*.wav"))
+                     if (m := FSDD_NAME.match(f.stem))]
+    else:
+        raise UserError(f"unknown task {task!r}")
+    if not files:
+        raise UserError(f"{path}: no labelled {task} files found (expected one folder per class)")
+    return [str(f) for f, _ in files], [name for _, name in files]

@@ -241,7 +241,9 @@ def child_main(argv: list[str] | None = None) -> int:
     try:
         debugger = _debugger(args.model_dir, args.variant, args.factory, args.samples, args.keep_float)
         if args.write_model:
-            model = debugger.get_nondebug_quantized_model()
+            from export.tflite import without_lstm_cell_clip  # the same post-pass as every export
+
+            model = without_lstm_cell_clip(debugger.get_nondebug_quantized_model())
             args.write_model.write_bytes(model)
             result = {"keep_float": args.keep_float, "ops": _op_counts(model), "size_bytes": len(model)}
         else:
