@@ -76,7 +76,7 @@ def _keras_timings(model_dir: str, x: np.ndarray, runs: int, warmup: int, allow_
 
 def measure(bundle: str | Path, runs: int = 100, warmup: int = 10, threads: int | None = None,
             backend: str | None = None, compare_keras: str | None = None, allow_unsafe: bool = False,
-            cold: bool = True) -> dict:
+            cold: bool = True, baseline: str | None = None) -> dict:
     import runtime
     from runtime.timing import peak_rss_mb, summary, time_interleaved
 
@@ -93,14 +93,30 @@ def measure(bundle: str | Path, runs: int = 100, warmup: int = 10, threads: int 
         theirs = theirs[0] if isinstance(theirs, list) else theirs
         if not np.array_equal(ours, theirs):
             raise RuntimeError("runtime and bare backend outputs differ on the same input")
-        log(f"  timing runtime vs bare {model.backend} call: {warmup} warm-up + {runs} runs each ...")
-        times = time_interleaved({"runtime": lambda: run(feed), "bare": bare}, runs, warmup)
+        timed = {"runtime": lambda: run(feed), "bare": bare}
+        base_model = None
+        if baseline:
+            # Another variant of the same model (e.g. fp32 next to int8), timed in the same loop so
+            # both see the same machine load.
+            base_model = runtime.load(baseline, backend=backend, threads=threads)
+            base_feed = base_model.prepare(x)
+            timed["baseline"] = lambda: base_model.runner.run_checked(base_feed)
+        log(f"  timing runtime vs bare {model.backend} call{' vs baseline' if baseline else ''}: "
+            f"{warmup} warm-up + {runs} runs each ...")
+        try:
+            times = time_interleaved(timed, runs, warmup)
+        finally:
+            if base_model is not None:
+                base_model.close()
         result = {
             "bundle": str(bundle), "variant": model.bundle.variant, "format": model.bundle.format,
             "backend": model.backend, "threads": model.settings.threads, "xnnpack": model.settings.xnnpack,
             "batch": 1, "runs": runs, "warmup": warmup,
             "runtime": summary(times["runtime"]), "bare_invoke": summary(times["bare"]),
         }
+        if baseline:
+            result["baseline_bundle"] = str(baseline)
+            result["baseline"] = summary(times["baseline"])
         result["peak_rss_mb"] = peak_rss_mb()  # before Keras/TensorFlow load
     if cold:
         log("  cold start in a fresh process ...")
@@ -110,14 +126,38 @@ def measure(bundle: str | Path, runs: int = 100, warmup: int = 10, threads: int 
         xk = x if isinstance(x, np.ndarray) else next(iter(x.values()))
         result.update(_keras_timings(compare_keras, xk, runs, warmup, allow_unsafe))
         result["peak_rss_with_keras_mb"] = peak_rss_mb()
-    for key in ("runtime", "bare_invoke", "keras_predict", "keras_call"):
+    for key in ("runtime", "bare_invoke", "keras_predict", "keras_call", "baseline"):
         if key in result:
             result[f"{key}_ms"] = result[key]["p50"]
     result["runtime_over_bare"] = round(result["runtime_ms"] / max(result["bare_invoke_ms"], 1e-9), 3)
     if "keras_predict_ms" in result:
         result["keras_predict_over_runtime"] = round(result["keras_predict_ms"] / max(result["runtime_ms"], 1e-9), 1)
         result["keras_call_over_runtime"] = round(result["keras_call_ms"] / max(result["runtime_ms"], 1e-9), 1)
+    if "baseline_ms" in result:
+        result["speedup_vs_baseline"] = round(result["baseline_ms"] / max(result["runtime_ms"], 1e-9), 2)
+    result["targets"] = targets(result)
     return result
+
+
+# The issue's targets for the image model, evaluated on this run's own side-by-side numbers.
+TARGETS = {
+    "runtime_within_10pct_of_bare": lambda r: r["runtime_over_bare"] <= 1.10,
+    "keras_predict_over_runtime_at_least_10": lambda r: r["keras_predict_over_runtime"] >= 10,
+    "speedup_vs_baseline_at_least_1.8": lambda r: r["speedup_vs_baseline"] >= 1.8,
+    "cold_start_at_most_0.5s": lambda r: r["cold_start_s"] <= 0.5,
+    "cold_start_rss_at_most_80mb": lambda r: r["cold_start_peak_rss_mb"] <= 80,
+}
+
+
+def targets(result: dict) -> dict:
+    """Each target this run has the numbers for -> met or not (absent when not measured)."""
+    met = {}
+    for name, check in TARGETS.items():
+        try:
+            met[name] = bool(check(result))
+        except KeyError:
+            continue
+    return met
 
 
 def format_summary(r: dict) -> str:
@@ -132,15 +172,21 @@ def format_summary(r: dict) -> str:
     lines.append(f"  runtime / bare = {r['runtime_over_bare']:.3f}"
                  + (f"   keras predict / runtime = {r['keras_predict_over_runtime']:.1f}x"
                     if "keras_predict_over_runtime" in r else ""))
+    if "baseline" in r:
+        lines.append(row("baseline", "baseline") + f"  ({r['baseline_bundle']})")
+        lines.append(f"  speedup vs baseline = {r['speedup_vs_baseline']:.2f}x")
     lines.append(f"  peak RSS {r['peak_rss_mb']} MB" + (f"; cold start {r['cold_start_s']:.3f} s, "
                                                        f"{r['cold_start_peak_rss_mb']} MB" if "cold_start_s" in r else ""))
+    if r.get("targets"):
+        lines.append("  targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in r["targets"].items()))
     return "\n".join(lines)
 
 
 def run(args) -> int:
     result = measure(args.bundle, runs=args.runs, warmup=args.warmup, threads=args.threads,
                      backend=None if args.backend in (None, "auto") else args.backend,
-                     compare_keras=args.compare_keras, allow_unsafe=getattr(args, "allow_unsafe", False))
+                     compare_keras=args.compare_keras, allow_unsafe=getattr(args, "allow_unsafe", False),
+                     baseline=getattr(args, "baseline", None))
     if args.json_path:
         from edgekit.common import atomic_write_text
 

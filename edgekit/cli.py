@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=_positive_int, default=100)
     p.add_argument("--warmup", type=_positive_int, default=10)
     p.add_argument("--compare-keras", metavar="MODEL_DIR", help="also time the Keras model")
+    p.add_argument("--baseline", metavar="BUNDLE",
+                   help="also time another bundle in the same loop (e.g. fp32 next to int8)")
     p.add_argument("--json", dest="json_path", metavar="FILE", help="write results as JSON")
     p.add_argument("--backend", choices=("auto", "litert", "tflite_runtime", "tensorflow", "onnxruntime"),
                    default="auto")

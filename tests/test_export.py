@@ -141,8 +141,10 @@ def test_fp32_parity_with_keras(exported, export_model_dir, kind):
     with np.load(export_model_dir(kind) / "heldout.npz") as data:
         x = data["x"][:16]
     reference = np.asarray(model(x, training=False))
-    # Trained models give confident outputs, so parity is not trivially met by near-uniform softmax.
-    assert reference.max(axis=-1).mean() > 0.6
+    # Trained models give confident outputs, so parity is not trivially met by near-uniform softmax:
+    # the mean top-1 probability must be at least 3x the uniform 1/C (0.8 for two classes).
+    classes = reference.shape[-1]
+    assert reference.max(axis=-1).mean() >= min(0.8, 3.0 / classes)
     tflite_fp32 = _by_variant(results, "tflite")["fp32"].bundle / "model.tflite"
     onnx_fp32 = _by_variant(results, "onnx")["fp32"].bundle / "model.onnx"
     # 1e-5: the same float32 math in another runtime; only summation order differs (~1e-7 seen).
