@@ -45,7 +45,7 @@ def cifar10_small() -> Path:
 QUICK_TRAINING = {
     "text": {"epochs": 3},
     "speech": {"epochs": 8},
-    "image": {"epochs": 6},
+    "image": {"epochs": 10},
 }
 
 
