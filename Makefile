@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The demo's job is the report: exit 1 (a variant failed its gate) is shown, not treated as an error.
 demo: $(STAMP)
-	$(VENV)/bin/edgekit pipeline --out demo-output
+	$(VENV)/bin/edgekit pipeline --out demo-output || { rc=$$?; [ $$rc -eq 1 ] && \
+		echo "make demo: some variants failed their gates; see demo-output/report.html"; [ $$rc -eq 1 ]; }
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from devices import profiles
-from devices.check import (DEVICE_SCRIPT, make_golden, parse_json_output, read_bundle, runtime_has_golden,
+from devices.check import (make_golden, parse_json_output, read_bundle,
                            stage_runtime)
 from edgekit.common import UserError, atomic_write_json, log
 
@@ -106,18 +106,14 @@ def deploy(name: str, bundle_path: str, target: str, port: int = 22, identity: s
         shutil.copytree(bundle, stage / "bundle" / bundle.name,
                         ignore=shutil.ignore_patterns("__pycache__"))
         log(f"  copying runtime, {bundle.name} and golden.npz to {target}:{abs_dir}")
-        remote.ssh(f"cd {qdir} && rm -rf runtime devices bundle golden.npz {DEVICE_SCRIPT}",
+        remote.ssh(f"cd {qdir} && rm -rf runtime devices bundle golden.npz",
                    "cleaning the remote folder")
         remote.copy(sorted(stage.iterdir()), abs_dir)
     rbundle = f"bundle/{bundle.name}"
     env = f"cd {qdir} && PYTHONPATH={qdir} PYTHONDONTWRITEBYTECODE=1 {shlex.quote(python)}"
     device = shlex.quote(profile["name"])
-    if runtime_has_golden():
-        golden_cmd = f"{env} -m runtime golden {rbundle} golden.npz --json --device {device}"
-        bench_cmd = f"{env} -m runtime bench {rbundle} --runs {runs} --json --device {device}"
-    else:
-        golden_cmd = f"{env} {DEVICE_SCRIPT} golden {rbundle} golden.npz --threads {profile['default_threads']}"
-        bench_cmd = f"{env} {DEVICE_SCRIPT} bench {rbundle} --runs {runs} --threads {profile['default_threads']}"
+    golden_cmd = f"{env} -m runtime golden {rbundle} golden.npz --json --device {device}"
+    bench_cmd = f"{env} -m runtime bench {rbundle} --runs {runs} --json --device {device}"
     log("  golden comparison on the device")
     g = remote.ssh(golden_cmd, "the golden comparison", check=False)
     golden_result = parse_json_output(g.stdout)

@@ -202,7 +202,7 @@ def test_random_inputs_follow_the_input_spec(tmp_path):
 def test_staged_runtime_holds_only_runtime_and_profiles(tmp_path):
     stage = check.stage_runtime(tmp_path)
     names = sorted(p.name for p in stage.iterdir())
-    assert names == sorted(["runtime", "devices", check.DEVICE_SCRIPT])
+    assert names == sorted(["runtime", "devices"])
     assert (stage / "devices" / "profiles" / "rpi4.json").is_file()
     assert not list((stage / "devices").rglob("*.py"))
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest

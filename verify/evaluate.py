@@ -6,7 +6,6 @@ against a golden file never imports TensorFlow.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
