@@ -4,7 +4,6 @@ and default settings reach the documented accuracy targets."""
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -71,8 +70,6 @@ def test_default_speech_settings_reach_target(tmp_path, fsdd):
     assert meta["metrics"]["utterance_accuracy"] >= 0.90
 
 
-@pytest.mark.skipif(not os.environ.get("EDGEKIT_TARGET_TESTS"),
-                    reason="5-10 minutes on 2 cores; set EDGEKIT_TARGET_TESTS=1 to run")
 def test_default_image_settings_reach_target_from_random_init(tmp_path, cifar10_small):
     from train import train_model
 
