@@ -27,15 +27,16 @@ from edgekit.common import UserError, atomic_write_json, log
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tolerances of a device run against a golden computed on the host from the SAME bundle: fp32 kernels
-# differ between x86 and ARM only in summation order (~1e-6); integer kernels are meant to be
-# bit-exact but may differ by a few output steps (tflite-runtime 2.14 on armv7 vs ai-edge-litert 2.3
-# on x86: 0.0117, about 3 steps of 1/256, on the int8 image model).
+# differ between x86 and ARM only in summation order (~1e-6). Integer kernels of one release are
+# bit-exact across CPUs (ai-edge-litert 2.3 on emulated Cortex-A72 vs x86: 0), but releases round
+# requantization differently: tflite-runtime 2.14 on armv7 vs ai-edge-litert 2.3 on x86 differed by
+# 0.043 (11 output steps of 1/256) on the default int8 image model, with every top-1 class equal.
 SAME_BUNDLE_TOLERANCE = {
     "fp32": {"max_abs_error": 1e-4, "min_agreement": 0.99},
     "fp16": {"max_abs_error": 1e-4, "min_agreement": 0.99},
-    "dynamic": {"max_abs_error": 2e-2, "min_agreement": 0.99},
-    "int8": {"max_abs_error": 2e-2, "min_agreement": 0.99},
-    "int16x8": {"max_abs_error": 2e-2, "min_agreement": 0.99},
+    "dynamic": {"max_abs_error": 6e-2, "min_agreement": 0.99},
+    "int8": {"max_abs_error": 6e-2, "min_agreement": 0.99},
+    "int16x8": {"max_abs_error": 6e-2, "min_agreement": 0.99},
 }
 EMULATED_NOTE = "emulated: timings not meaningful"
 DEVICE_TIMEOUT_S = 1800

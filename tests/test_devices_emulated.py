@@ -114,14 +114,21 @@ def _check_golden(name, bundle, golden, tmp_path, capsys):
 def test_rpi4_on_exported_int8_bundles(task, exported_dir, tmp_path, capsys):
     """The real thing: int8 bundles of the three trained models, as `edgekit export` writes them."""
     _need_emulation_tools()
-    try:
-        from export import export_model  # noqa: F401
-    except ImportError:
-        pytest.skip("export.export_model is not available yet")
     folder = exported_dir(task)
     bundles = sorted(p for p in folder.rglob("*-int8") if (p / "manifest.json").is_file())
-    assert bundles, f"no int8 bundles in {folder}"
+    assert {p.name for p in bundles} == {f"{task}-tflite-int8", f"{task}-onnx-int8"}
     rc, summary, out = _check("rpi4", bundles, tmp_path, capsys)
+    assert rc == 0, out
+    assert summary["checked"] == len(bundles)
+
+
+@pytest.mark.parametrize("task", ["text", "image", "speech"])
+def test_armv7_on_exported_tflite_bundles(task, exported_dir, tmp_path, capsys):
+    """The 32-bit board runs the real TFLite bundles with tflite-runtime 2.14 (its only LiteRT wheel)."""
+    _need_emulation_tools()
+    folder = exported_dir(task)
+    bundles = [folder / f"{task}-tflite-int8", folder / f"{task}-tflite-fp32"]
+    rc, summary, out = _check("rpi3-armv7", bundles, tmp_path, capsys)
     assert rc == 0, out
     assert summary["checked"] == len(bundles)
 
