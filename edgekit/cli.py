@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input/output type of the full int8 TFLite variant")
     p.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset (>= 17)")
     p.add_argument("--device", help="also check ops against this device profile's backends")
+    p.add_argument("--keep-float-layers", type=lambda t: [n.strip() for n in t.split(",") if n.strip()],
+                   metavar="LAYER,...", help="int8: keep these Keras layers in float (selective "
+                                             "quantization, e.g. the worst layers `verify` names)")
     p.add_argument("--allow-unsafe", action="store_true",
                    help="allow loading a legacy .h5 model (such files can execute code)")
 

@@ -13,5 +13,6 @@ def run(args) -> int:
     results = export_model(args.model_dir, out, formats=args.formats, variants=args.variants,
                            calibration_samples=args.calibration_samples, int8_io=args.int8_io,
                            opset=args.opset, device=args.device,
+                           keep_float_layers=getattr(args, "keep_float_layers", None),
                            allow_unsafe=getattr(args, "allow_unsafe", False))
     return 1 if any(r.status == "failed" for r in results) else 0

@@ -32,6 +32,7 @@ def test_help_does_not_import_tensorflow():
     ["train", "text", "--data", "x.csv", "--out", "m", "--epochs", "2", "--seed", "3",
      "--text-column", "t", "--label-column", "l", "--backbone", "vgg16"],
     ["export", "m", "--out", "a", "--formats", "tflite,onnx", "--variants", "fp32,fp16,dynamic,int8,int16x8"],
+    ["export", "m", "--variants", "int8", "--keep-float-layers", "probs,lstm", "--int8-io", "uint8"],
     ["verify", "m", "a", "--data", "d", "--text-column", "t", "--label-column", "l",
      "--json", "r.json", "--html", "r.html"],
     ["predict", "b", "hello", "world", "--json"],
