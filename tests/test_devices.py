@@ -136,7 +136,7 @@ def test_cache_folder_follows_xdg(monkeypatch, tmp_path):
 
 DEB822 = """\
 Types: deb
-# http://snapshot.debian.org/archive/debian/20250520T000000Z
+# http://snapshot.example.org/archive/debian/20250520T000000Z
 URIs: http://mirror.example.org/debian
 Suites: bookworm bookworm-updates
 Components: main
