@@ -35,6 +35,7 @@ DEFAULT_TOLERANCE = {
 
 
 def _positive_int(text: str) -> int:
+    # Same as edgekit.cli's: runtime runs on devices without edgekit's host packages, so no import.
     try:
         value = int(text)
     except ValueError:
