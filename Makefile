@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgekit-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast venv clean
+.PHONY: demo test test-fast lint venv clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip uninstall --quiet --yes edgekit 2>/dev/null || true  # the distribution's old name
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -21,11 +22,14 @@ demo: $(STAMP)
 	$(VENV)/bin/edgekit pipeline --out demo-output || { rc=$$?; [ $$rc -eq 1 ] && \
 		echo "make demo: some variants failed their gates; see demo-output/report.html"; [ $$rc -eq 1 ]; }
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Everything except the slow real-data, conversion and emulation cases.
-test-fast: $(STAMP)
+# Everything that neither trains nor converts (tests/conftest.py marks those slow).
+test-fast: lint
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 clean:

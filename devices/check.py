@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from devices import emulation, profiles
-from edgekit.common import UserError, atomic_write_json, log
+from edgekit.core import UserError, atomic_write_json, log
+from edgekit.devices import emulation
+from edgekit.runtime import profiles
 
-ROOT = Path(__file__).resolve().parents[1]
 # Tolerances of a device run against a golden computed on the host from the SAME bundle: fp32 kernels
 # differ between x86 and ARM only in summation order (~1e-6). Integer kernels of one release are
 # bit-exact across CPUs (ai-edge-litert 2.3 on emulated Cortex-A72 vs x86: 0), but releases round
@@ -114,20 +114,22 @@ def golden_inputs(bundle: Path, manifest: dict, samples: int) -> tuple[np.ndarra
 # --- the code that travels to the device --------------------------------------------------------
 
 def stage_runtime(dest: Path) -> Path:
-    """Copy the `runtime` package (source only) into `dest`: the device imports nothing else from the
-    checkout and runs `python -m runtime golden|bench`."""
-    src = ROOT / "runtime"
-    if not src.is_dir():
-        raise UserError(f"the runtime package is missing from the checkout: {src}")
-    shutil.copytree(src, dest / "runtime", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests"))
-    # profiles as plain data, where runtime.settings looks for them (`--device NAME`)
-    shutil.copytree(profiles.PROFILE_DIR, dest / "devices" / "profiles",
-                    ignore=shutil.ignore_patterns("*.md"))
+    """Copy what `keras-edgekit[runtime]` needs on a device into `dest`: the `edgekit` root's
+    `__init__.py` and the `edgekit.runtime` package (source and profiles), nothing else. The device runs
+    `python -m edgekit.runtime golden|bench` with `dest` on its PYTHONPATH."""
+    import edgekit
+    from edgekit import runtime
+
+    package = dest / "edgekit"
+    package.mkdir(parents=True)
+    shutil.copy2(edgekit.__file__, package / "__init__.py")
+    shutil.copytree(Path(runtime.__file__).parent, package / "runtime",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.md"))
     return dest
 
 
 def golden_argv(bundle: str, golden: str, threads: int | None, device: str | None = None) -> list[str]:
-    argv = ["-m", "runtime", "golden", bundle, golden, "--json"]
+    argv = ["-m", "edgekit.runtime", "golden", bundle, golden, "--json"]
     return argv + (["--device", device] if device else []) + (["--threads", str(threads)] if threads else [])
 
 
@@ -182,7 +184,7 @@ def make_golden(bundle: Path, manifest: dict, samples: int, stage: Path, out: Pa
 
 def host_outputs(bundle: Path, x: np.ndarray) -> tuple[np.ndarray, str]:
     """The bundle's float outputs on the host, through the same `runtime` code the device runs."""
-    import runtime
+    from edgekit import runtime
 
     try:
         with runtime.load(bundle) as model:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from devices import profiles
+from edgekit.runtime import profiles
 
 
 def list_table(all_profiles: list[dict]) -> str:
@@ -64,7 +64,7 @@ def run(args) -> int:
         print(show_text(profile))
         return 0
     if action == "check":
-        from devices import check
+        from edgekit.devices import check
 
         return check.run(args)
     raise ValueError(f"unknown devices action {action!r}")  # argparse prevents this

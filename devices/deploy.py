@@ -1,6 +1,6 @@
 """`edgekit deploy NAME BUNDLE --ssh USER@HOST`: copy edgekit's `runtime` package (source), the bundle
 and a golden file to a real device with the system's ssh/scp, then run the golden comparison and
-`python -m runtime bench` there, and report both. These timings are real device latencies.
+`python -m edgekit.runtime bench` there, and report both. These timings are real device latencies.
 
 The device needs Python 3 with numpy and one backend (ai-edge-litert / onnxruntime, or tflite-runtime
 on 32-bit ARM): `pip install 'edgekit[runtime]'` installs exactly that; nothing else is imported.
@@ -16,10 +16,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from devices import profiles
-from devices.check import (make_golden, parse_json_output, read_bundle,
-                           stage_runtime)
-from edgekit.common import UserError, atomic_write_json, log
+from edgekit.core import UserError, atomic_write_json, log
+from edgekit.devices.check import make_golden, parse_json_output, read_bundle, stage_runtime
+from edgekit.runtime import profiles
 
 CONNECT_TIMEOUT_S = 15
 COMMAND_TIMEOUT_S = 1800
@@ -112,8 +111,8 @@ def deploy(name: str, bundle_path: str, target: str, port: int = 22, identity: s
     rbundle = f"bundle/{bundle.name}"
     env = f"cd {qdir} && PYTHONPATH={qdir} PYTHONDONTWRITEBYTECODE=1 {shlex.quote(python)}"
     device = shlex.quote(profile["name"])
-    golden_cmd = f"{env} -m runtime golden {rbundle} golden.npz --json --device {device}"
-    bench_cmd = f"{env} -m runtime bench {rbundle} --runs {runs} --json --device {device}"
+    golden_cmd = f"{env} -m edgekit.runtime golden {rbundle} golden.npz --json --device {device}"
+    bench_cmd = f"{env} -m edgekit.runtime bench {rbundle} --runs {runs} --json --device {device}"
     log("  golden comparison on the device")
     g = remote.ssh(golden_cmd, "the golden comparison", check=False)
     golden_result = parse_json_output(g.stdout)

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgekit.common import UserError, log
+from edgekit.core import UserError, log
 
 QEMU_SUITE = "trixie"          # qemu-user 10.x; its binaries are static, so no host libraries needed
 QEMU_MIN_MAJOR = 8             # 7.2 (bookworm) crashes in the backends

@@ -15,7 +15,6 @@ Cold start runs in a fresh process: import runtime, load the bundle, first resul
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -23,19 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.common import log
-
-ROOT = Path(__file__).resolve().parents[1]
+from edgekit.core import log
 
 _COLD_START = r"""
 import json, sys, time
 t0 = time.perf_counter()
-import runtime
+from edgekit import runtime
 model = runtime.load(sys.argv[1], backend=None if sys.argv[2] == "auto" else sys.argv[2],
                      threads=int(sys.argv[3]) if sys.argv[3] != "0" else None)
 probs = model.predict_tensors(model.example_tensors(1))
 elapsed = time.perf_counter() - t0
-from runtime.timing import peak_rss_mb
+from edgekit.runtime.timing import peak_rss_mb
 print(json.dumps({"in_process_s": elapsed, "peak_rss_mb": peak_rss_mb(), "backend": model.backend,
                   "heavy_modules": sorted(m for m in ("tensorflow", "keras", "onnx", "tf2onnx") if m in sys.modules)}))
 """
@@ -44,11 +41,9 @@ print(json.dumps({"in_process_s": elapsed, "peak_rss_mb": peak_rss_mb(), "backen
 def cold_start(bundle: str | Path, backend: str | None = None, threads: int | None = None) -> dict:
     """Fresh interpreter: import runtime, load the bundle, first result. `cold_start_s` is the wall
     time of the whole process (interpreter start and exit included)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", _COLD_START, str(bundle), backend or "auto", str(threads or 0)],
-                          capture_output=True, text=True, env=env, timeout=300, cwd=str(ROOT))
+                          capture_output=True, text=True, timeout=300)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         lines = [l for l in proc.stderr.splitlines() if l.strip() and not l.startswith("INFO:")]
@@ -59,8 +54,8 @@ def cold_start(bundle: str | Path, backend: str | None = None, threads: int | No
 
 
 def _keras_timings(model_dir: str, x: np.ndarray, runs: int, warmup: int, allow_unsafe: bool) -> dict:
-    from runtime.timing import summary, time_calls
-    from train.io import load_model
+    from edgekit.runtime.timing import summary, time_calls
+    from edgekit.train.io import load_model
 
     keras_model, _ = load_model(model_dir, allow_unsafe=allow_unsafe)
     import tensorflow as tf
@@ -77,8 +72,8 @@ def _keras_timings(model_dir: str, x: np.ndarray, runs: int, warmup: int, allow_
 def measure(bundle: str | Path, runs: int = 100, warmup: int = 10, threads: int | None = None,
             backend: str | None = None, compare_keras: str | None = None, allow_unsafe: bool = False,
             cold: bool = True, baseline: str | None = None) -> dict:
-    import runtime
-    from runtime.timing import peak_rss_mb, summary, time_interleaved
+    from edgekit import runtime
+    from edgekit.runtime.timing import peak_rss_mb, summary, time_interleaved
 
     log(f"bench: loading {bundle}")
     with runtime.load(bundle, backend=backend, threads=threads) as model:
@@ -175,8 +170,8 @@ def format_summary(r: dict) -> str:
     if "baseline" in r:
         lines.append(row("baseline", "baseline") + f"  ({r['baseline_bundle']})")
         lines.append(f"  speedup vs baseline = {r['speedup_vs_baseline']:.2f}x")
-    lines.append(f"  peak RSS {r['peak_rss_mb']} MB" + (f"; cold start {r['cold_start_s']:.3f} s, "
-                                                       f"{r['cold_start_peak_rss_mb']} MB" if "cold_start_s" in r else ""))
+    cold = f"; cold start {r['cold_start_s']:.3f} s, {r['cold_start_peak_rss_mb']} MB" if "cold_start_s" in r else ""
+    lines.append(f"  peak RSS {r['peak_rss_mb']} MB{cold}")
     if r.get("targets"):
         lines.append("  targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in r["targets"].items()))
     return "\n".join(lines)
@@ -188,7 +183,7 @@ def run(args) -> int:
                      compare_keras=args.compare_keras, allow_unsafe=getattr(args, "allow_unsafe", False),
                      baseline=getattr(args, "baseline", None))
     if args.json_path:
-        from edgekit.common import atomic_write_text
+        from edgekit.core import atomic_write_text
 
         atomic_write_text(args.json_path, json.dumps(result, indent=2) + "\n")
         log(f"bench: wrote {args.json_path}")

@@ -179,13 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 # command -> "module:function"; each function takes the parsed args and returns an exit code.
 COMMANDS = {
-    "train": "train.command:run",
-    "export": "export.command:run",
-    "verify": "verify.command:run",
-    "predict": "runtime.cli:predict_command",
+    "train": "edgekit.train.command:run",
+    "export": "edgekit.export.command:run",
+    "verify": "edgekit.verify.command:run",
+    "predict": "edgekit.runtime.cli:predict_command",
     "bench": "edgekit.bench:run",
-    "devices": "devices.command:run",
-    "deploy": "devices.deploy:run",
+    "devices": "edgekit.devices.command:run",
+    "deploy": "edgekit.devices.deploy:run",
     "pipeline": "edgekit.pipeline:run",
 }
 
@@ -207,11 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # one clear line, no traceback unless --debug
         if args.debug:
             raise
-        from edgekit.common import UserError
+        from edgekit.core import UserError
 
         runtime_errors: tuple = ()
         try:
-            from runtime.errors import EdgekitError
+            from edgekit.runtime.errors import EdgekitError
 
             runtime_errors = (EdgekitError,)
         except ImportError:  # pragma: no cover

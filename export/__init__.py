@@ -1,6 +1,6 @@
 """Export: a model directory written by `edgekit train` -> TFLite / ONNX bundles for edge devices.
 
-    from export import export_model
+    from edgekit.export import export_model
     results = export_model("models/text", "artifacts", formats=("tflite", "onnx"),
                            variants=("fp32", "fp16", "dynamic", "int8", "int16x8"),
                            calibration_samples=200, int8_io="float32", opset=17, device=None,
@@ -13,6 +13,6 @@ rebuild of recurrent models), opcheck, manifest, source (model dir inputs), work
 exporter (orchestration), command (`edgekit export`).
 """
 
-from export.exporter import ExportResult, bundle_name, export_model
+from edgekit.export.exporter import ExportResult, bundle_name, export_model
 
 __all__ = ["ExportResult", "bundle_name", "export_model"]

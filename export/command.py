@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from export.exporter import export_model
+from edgekit.export.exporter import export_model
 
 
 def run(args) -> int:

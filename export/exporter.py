@@ -20,11 +20,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgekit.common import UserError, atomic_dir, atomic_write_json, log, sha256_file
-from export import opcheck, recipes, source
-from export.manifest import MANIFEST_FILE, build_manifest
+from edgekit.core import UserError, atomic_dir, atomic_write_json, log, sha256_file
+from edgekit.export import opcheck, recipes, source
+from edgekit.export.manifest import MANIFEST_FILE, build_manifest
+from edgekit.runtime import profiles
 
-ROOT = Path(__file__).resolve().parents[1]
 FILE_NAMES = {"tflite": "model.tflite", "onnx": "model.onnx"}
 POLL_SECONDS = 0.2
 
@@ -74,12 +74,7 @@ def export_model(model_dir, out_dir, formats=recipes.FORMATS, variants=recipes.V
     if calibration_samples < 1:
         raise UserError("calibration_samples must be at least 1")
     metadata = source.check_model_dir(model_dir, allow_unsafe)
-    profile = None
-    if device:
-        profile = opcheck.load_profile(device)
-        if profile is None:
-            log(f"warning: no device profiles folder ({opcheck.PROFILES_DIR}); skipping the "
-                f"{device!r} op check")
+    profile = profiles.load(device) if device else None
 
     plan: list[tuple[str, str]] = [(f, v) for f in formats for v in variants]
     results: dict[tuple[str, str], ExportResult] = {}
@@ -87,7 +82,7 @@ def export_model(model_dir, out_dir, formats=recipes.FORMATS, variants=recipes.V
     for fmt, variant in plan:
         recipe = recipes.recipe_for(fmt, variant)
         why_not = recipes.UNAVAILABLE.get((fmt, variant)) if recipe is None else \
-            opcheck.format_unsupported_by(profile, fmt)
+            profiles.format_unsupported_by(profile, fmt)
         if why_not:
             results[(fmt, variant)] = ExportResult(fmt, variant, recipe.name if recipe else None,
                                                    "skipped", why_not)
@@ -163,7 +158,6 @@ def _run_workers(request: dict, variants: list[str], staging: Path, context: _Co
     remaining = list(variants)
     attempt = 0
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     while remaining:
         attempt += 1
@@ -176,8 +170,8 @@ def _run_workers(request: dict, variants: list[str], staging: Path, context: _Co
         started: tuple[str, float] | None = None
         progressed = False
         with open(stderr_path, "wb") as stderr, open(events_path, encoding="utf-8") as events:
-            process = subprocess.Popen([sys.executable, "-m", "export.worker", str(request_path)],
-                                       cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+            process = subprocess.Popen([sys.executable, "-m", "edgekit.export.worker", str(request_path)],
+                                       cwd=staging, env=env, stdin=subprocess.DEVNULL,
                                        stdout=subprocess.DEVNULL, stderr=stderr)
             pending = ""
             while True:

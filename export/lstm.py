@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.common import quiet_tensorflow
+from edgekit.core import quiet_tensorflow
 
 RECURRENT_LAYERS = ("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D")
 # Largest difference allowed between the Keras 3 model and its tf-keras twin: both run the same

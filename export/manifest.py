@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit import __version__
-from edgekit.common import library_versions, now_iso, sha256_file
+from edgekit.core import library_versions, now_iso, sha256_file
 
 MANIFEST_FILE = "manifest.json"
 

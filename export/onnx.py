@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.common import quiet_tensorflow
-from export.opcheck import layers_of
+from edgekit.core import quiet_tensorflow
+from edgekit.export.opcheck import layers_of
 
 FILE_NAME = "model.onnx"
 MIN_OPSET = 17
@@ -62,8 +62,7 @@ def quantize_int8(fp32_path: str | Path, path: str | Path, calibration: np.ndarr
                   layer_names: set[str] | None = None, keep_float_layers: list[str] | None = None) -> None:
     """Static QDQ int8 quantization of the float ONNX file at `fp32_path` into `path`."""
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     proto = onnx.load(str(fp32_path))
     input_name = proto.graph.input[0].name

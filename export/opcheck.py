@@ -4,7 +4,7 @@ Rules (each failure names the op and the Keras layer it came from):
 - TFLite: no CUSTOM ops (Flex* = TensorFlow ops that need the Select-TF-ops delegate, which edge
   runtimes do not ship). For recurrent models also no WHILE and a fused UNIDIRECTIONAL_SEQUENCE_LSTM
   per LSTM: a WHILE loop means the LSTM was not fused and the LiteRT int8 LSTM kernels cannot run it.
-- With a device profile (devices/profiles/NAME.json): ops listed in its `unsupported_ops` fail. That
+- With a device profile (`edgekit.runtime.profiles`): ops listed in its `unsupported_ops` fail. That
   field may be a list (any format) or a mapping from format or backend name to a list. A profile whose
   `backends` list has no runtime for a format makes that format SKIPPED (checked before converting).
 
@@ -15,18 +15,10 @@ model's layer names (Keras 3 appends `_1` to scope names, which is stripped).
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
-from edgekit.common import UserError
+from edgekit.runtime import profiles
 
-PROFILES_DIR = Path(__file__).resolve().parents[1] / "devices" / "profiles"
-FORMAT_BACKENDS = {
-    "tflite": {"litert", "ai_edge_litert", "ai-edge-litert", "tflite_runtime", "tflite-runtime",
-               "tensorflow", "tflite"},
-    "onnx": {"onnxruntime", "onnx"},
-}
 FUSED_LSTM = "UNIDIRECTIONAL_SEQUENCE_LSTM"
 _SCOPE_SUFFIX = re.compile(r"_\d+$")
 
@@ -48,44 +40,12 @@ def layers_of(names: list[str], layer_names: set[str]) -> list[str]:
     return found
 
 
-def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> dict | None:
-    """A device profile by name, or None (with the reason logged by the caller) when the profiles
-    folder does not exist yet. An unknown name in an existing folder is a UserError."""
-    if not profiles_dir.is_dir():
-        return None
-    path = profiles_dir / f"{name}.json"
-    if not path.is_file():
-        known = sorted(p.stem for p in profiles_dir.glob("*.json"))
-        raise UserError(f"unknown device {name!r}; profiles: {', '.join(known) or 'none yet'} "
-                        f"(in {profiles_dir})")
-    try:
-        profile = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"device profile {path} is not valid JSON ({exc})") from None
-    if not isinstance(profile, dict):
-        raise UserError(f"device profile {path} is not a JSON object")
-    profile.setdefault("name", name)
-    return profile
-
-
-def format_unsupported_by(profile: dict | None, fmt: str) -> str | None:
-    """Why the device cannot run `fmt` at all, or None."""
-    if not profile or not profile.get("backends"):
-        return None
-    backends = profile["backends"]
-    names = set(backends) if not isinstance(backends, dict) else set(backends)
-    if not {str(b).lower() for b in names} & FORMAT_BACKENDS[fmt]:
-        return (f"device {profile['name']!r} has no {fmt} runtime "
-                f"(backends: {', '.join(sorted(map(str, names)))})")
-    return None
-
-
 def _device_denied_ops(profile: dict | None, fmt: str) -> set[str]:
     if not profile:
         return set()
     denied = profile.get("unsupported_ops") or []
     if isinstance(denied, dict):
-        keys = {fmt} | FORMAT_BACKENDS[fmt]
+        keys = {fmt, *profiles.FORMAT_BACKENDS[fmt]}
         return {str(op) for key, ops in denied.items() if key in keys for op in ops}
     return {str(op) for op in denied}
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.common import UserError
-from train.io import model_file, read_metadata
+from edgekit.core import UserError
+from edgekit.train.io import model_file, read_metadata
 
 CALIBRATION_FILE = "calibration.npz"
 HELDOUT_FILE = "heldout.npz"

@@ -9,7 +9,7 @@ Conversion paths (measured, see /work/shared/notes/conversion-facts.md):
 
 API for per-layer debugging and selective quantization (used by verify):
 
-    from export import tflite
+    from edgekit.export import tflite
     model, metadata = train.io.load_model(model_dir)
     x = export.source.load_calibration(model_dir, 200)
     converter = tflite.build_converter(model, "int8", calibration=x)   # a configured TFLiteConverter
@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.common import quiet_tensorflow
-from export import lstm
-from export.opcheck import layers_of
+from edgekit.core import quiet_tensorflow
+from edgekit.export import lstm
+from edgekit.export.opcheck import layers_of
 
 FILE_NAME = "model.tflite"
 QUANTIZED_VARIANTS = ("int8", "int16x8")
@@ -143,7 +143,7 @@ def build_converter(model, variant: str, calibration: np.ndarray | None = None,
     import tensorflow as tf
 
     if isinstance(model, (str, Path)):
-        from train.io import load_model
+        from edgekit.train.io import load_model
 
         model, metadata = load_model(model)
     converter = _new_converter(model, metadata, calibration)

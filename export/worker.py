@@ -1,4 +1,4 @@
-"""Child process that converts one format's variants: `python -m export.worker REQUEST.json`.
+"""Child process that converts one format's variants: `python -m edgekit.export.worker REQUEST.json`.
 
 Why a child: a converter crash (the TFLite quantizer segfaults on some graphs) kills the process that
 runs it. The parent (export/__init__.py) starts one worker per format, so TensorFlow is imported once
@@ -24,7 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
-from edgekit.common import UserError, quiet_tensorflow
+from edgekit.core import UserError, quiet_tensorflow
 
 CRASH_HOOK = "EDGEKIT_EXPORT_CRASH"
 
@@ -57,7 +57,7 @@ def _parity(reference, got) -> float | None:
 
 
 def convert_tflite(variant, model, metadata, request, calibration, check_x, reference, staging):
-    from export import tflite
+    from edgekit.export import tflite
 
     data = tflite.convert(model, variant, calibration=calibration, int8_io=request["int8_io"],
                           metadata=metadata, keep_float_layers=request.get("keep_float_layers"))
@@ -76,8 +76,8 @@ def convert_tflite(variant, model, metadata, request, calibration, check_x, refe
 def convert_onnx(variant, model, metadata, request, calibration, check_x, reference, staging, cache):
     import shutil
 
-    from export import onnx as onnx_export
-    from export.tflite import keras_layer_names
+    from edgekit.export import onnx as onnx_export
+    from edgekit.export.tflite import keras_layer_names
 
     if "fp32" not in cache:
         fp32 = staging.parent / "_fp32.onnx"
@@ -107,8 +107,8 @@ def main(argv: list[str]) -> int:
     request = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     events = Events(request["events"])
     quiet_tensorflow()
-    from export import recipes, source, tflite
-    from train.io import load_model
+    from edgekit.export import recipes, source, tflite
+    from edgekit.train.io import load_model
 
     try:
         model, metadata = load_model(request["model_dir"], request.get("allow_unsafe", False))

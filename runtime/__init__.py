@@ -2,7 +2,7 @@
 tensorflow.lite as a last resort, or onnxruntime). Never imports TensorFlow (except that last-resort
 backend, when chosen), Keras, tf2onnx, onnx, or the host packages.
 
-    import runtime
+    from edgekit import runtime
     with runtime.load("bundles/text-tflite-int8", threads=2) as model:
         model.predict(["free entry, claim your prize now"])
 
@@ -11,14 +11,20 @@ Importing this package is light: numpy, the backends and preprocessing load on f
 
 from __future__ import annotations
 
-from runtime.errors import (BackendUnavailableError, EdgekitError, IntegrityError, InvalidInputError,
-                            ModelFileError, SettingsError)
+from edgekit.runtime.errors import (
+    BackendUnavailableError,
+    EdgekitError,
+    IntegrityError,
+    InvalidInputError,
+    ModelFileError,
+    SettingsError,
+)
 
 __all__ = ["load", "EdgeModel", "Prediction", "RuntimeSettings", "EdgekitError", "InvalidInputError",
            "ModelFileError", "IntegrityError", "BackendUnavailableError", "SettingsError"]
 
-_LAZY = {"load": "runtime.model", "EdgeModel": "runtime.model", "Prediction": "runtime.model",
-         "RuntimeSettings": "runtime.settings"}
+_LAZY = {"load": "edgekit.runtime.model", "EdgeModel": "edgekit.runtime.model", "Prediction": "edgekit.runtime.model",
+         "RuntimeSettings": "edgekit.runtime.settings"}
 
 
 def __getattr__(name: str):

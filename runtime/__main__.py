@@ -1,7 +1,7 @@
-"""`python -m runtime {predict,golden,bench}`: see runtime/cli.py."""
+"""`python -m edgekit.runtime {predict,golden,bench}`: see runtime/cli.py."""
 
 import sys
 
-from runtime.cli import main
+from edgekit.runtime.cli import main
 
 sys.exit(main())

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.errors import IntegrityError, ModelFileError
+from edgekit.runtime.errors import IntegrityError, ModelFileError
 
 FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
 MANIFEST = "manifest.json"

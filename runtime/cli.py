@@ -1,8 +1,8 @@
 """Device-side commands, usable where only the `runtime` extra is installed (a Raspberry Pi):
 
-    python -m runtime predict BUNDLE INPUT... [--json] [--backend B] [--threads N] [--device D] [--top-k K]
-    python -m runtime golden  BUNDLE GOLDEN.npz [--json] [--atol X] [--min-agreement Y]
-    python -m runtime bench   BUNDLE [--runs N] [--warmup N] [--threads N] [--json]
+    python -m edgekit.runtime predict BUNDLE INPUT... [--json] [--backend B] [--threads N] [--device D] [--top-k K]
+    python -m edgekit.runtime golden  BUNDLE GOLDEN.npz [--json] [--atol X] [--min-agreement Y]
+    python -m edgekit.runtime bench   BUNDLE [--runs N] [--warmup N] [--threads N] [--json]
 
 `edgekit predict` calls `predict_command(args)` with the same arguments. Errors are one line and a
 non-zero exit: 2 for an EdgekitError, 1 when a golden comparison fails its tolerance.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import EdgekitError, InvalidInputError
+from edgekit.runtime.errors import EdgekitError, InvalidInputError
 
 BACKEND_CHOICES = ("auto", "litert", "tflite_runtime", "tensorflow", "onnxruntime")
 # Fallback tolerances when neither the golden file's meta nor a flag gives one. Reasons: fp32 differs
@@ -46,7 +46,7 @@ def _positive_int(text: str) -> int:
 
 
 def _load(args, **extra):
-    import runtime
+    from edgekit import runtime
 
     backend = getattr(args, "backend", None)
     return runtime.load(args.bundle, backend=None if backend in (None, "auto") else backend,
@@ -148,7 +148,7 @@ def machine() -> dict:
 
 
 def golden_command(args) -> int:
-    from runtime.compare import compare
+    from edgekit.runtime.compare import compare
 
     x, reference, meta = read_golden(args.golden)
     with _load(args) as model:
@@ -174,7 +174,7 @@ def golden_command(args) -> int:
 
 
 def bench_command(args) -> int:
-    from runtime.timing import peak_rss_mb, summary, time_calls
+    from edgekit.runtime.timing import peak_rss_mb, summary, time_calls
 
     with _load(args) as model:
         feed = model.prepare(model.example_tensors(1))
@@ -196,7 +196,7 @@ def bench_command(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m runtime", description="edgekit device-side runtime")
+    parser = argparse.ArgumentParser(prog="python -m edgekit.runtime", description="edgekit device-side runtime")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p):

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runtime.backends import FORMAT_BACKENDS, create_runner, is_available
-from runtime.bundle import Bundle, read_bundle
-from runtime.errors import EdgekitError, InvalidInputError, ModelFileError
-from runtime.settings import make_settings, read_profile
+from edgekit.runtime import profiles
+from edgekit.runtime.backends import FORMAT_BACKENDS, create_runner, is_available
+from edgekit.runtime.bundle import Bundle, read_bundle
+from edgekit.runtime.errors import EdgekitError, InvalidInputError, ModelFileError
+from edgekit.runtime.settings import make_settings
 
 
 @dataclass
@@ -86,7 +87,7 @@ class EdgeModel:
     def close(self) -> None:
         self.runner.deactivate()
 
-    def __enter__(self) -> "EdgeModel":
+    def __enter__(self) -> EdgeModel:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -172,7 +173,7 @@ class EdgeModel:
             params = self.bundle.preprocessing
             if params is None:
                 return None
-            from runtime.preprocess import make_preprocessor  # lazy: only models with raw inputs
+            from edgekit.runtime.preprocess import make_preprocessor  # lazy: only models with raw inputs
 
             self._preprocessor = make_preprocessor(params, self.bundle.path if self.bundle.path.is_dir()
                                                    else self.bundle.path.parent)
@@ -202,7 +203,7 @@ class EdgeModel:
     def postprocess(self, probs: np.ndarray) -> list[Prediction]:
         labels = self.labels or [str(i) for i in range(probs.shape[-1])]
         if probs.ndim == 3:  # speech: [N, T, C] per-frame probabilities -> per-utterance label
-            from runtime.preprocess import utterance_probs
+            from edgekit.runtime.preprocess import utterance_probs
 
             utterance = np.asarray(utterance_probs(probs, self.bundle.preprocessing or {}), dtype=np.float64)
             results = []
@@ -226,7 +227,7 @@ def _missing(name: str):
 def _profile_backends(device, fmt: str) -> list[str]:
     if device is None:
         return []
-    listed = read_profile(device).get("backends") or []
+    listed = profiles.load(device)["backends"]
     return [b for b in listed if b in FORMAT_BACKENDS.get(fmt, ()) and is_available(b)]
 
 
@@ -254,7 +255,7 @@ def load(path: str | os.PathLike, backend: str | None = None, threads: int | Non
     if sandbox is None:
         sandbox = not bundle.trusted
     if sandbox:
-        from runtime.sandbox import probe
+        from edgekit.runtime.sandbox import probe
 
         probe(bundle.model_bytes, bundle.format, backend, name, settings)
     runner = create_runner(bundle.format, bundle.model_bytes, settings=settings, backend=backend, name=name)

@@ -8,22 +8,19 @@ if the child dies or fails, the caller gets a one-line `ModelFileError` and surv
 The child reads the model bytes from stdin (the same bytes the parent then loads, so the file cannot
 change between probe and load) and prints the runner's description as JSON.
 
-    python -m runtime.sandbox FORMAT BACKEND NAME SETTINGS_JSON  < model bytes
+    python -m edgekit.runtime.sandbox FORMAT BACKEND NAME SETTINGS_JSON  < model bytes
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
-from runtime.errors import EdgekitError, ModelFileError, first_line
+from edgekit.runtime.errors import EdgekitError, ModelFileError, first_line
 
 PROBE_TIMEOUT_S = 120.0
-_ROOT = str(Path(__file__).resolve().parents[1])  # folder holding the `runtime` package
 
 
 def synthetic_feed(inputs) -> dict:
@@ -39,11 +36,9 @@ def probe(model: bytes, fmt: str, backend: str | None, name: str, settings=None,
     """Load and run `model` once in a child process; returns the runner's description. Raises
     ModelFileError when the child crashes, hangs, or rejects the file."""
     settings_json = json.dumps(settings.to_dict() if settings is not None else {})
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
     cmd = child_command(fmt, backend or "auto", name, settings_json)
     try:
-        proc = subprocess.run(cmd, input=model, capture_output=True, timeout=timeout, env=env)
+        proc = subprocess.run(cmd, input=model, capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise ModelFileError(f"{name}: loading and running it once took over {timeout:.0f} s in a "
                              "sandbox process; refusing to load it") from None
@@ -67,7 +62,7 @@ def probe(model: bytes, fmt: str, backend: str | None, name: str, settings=None,
 
 def child_command(fmt: str, backend: str, name: str, settings_json: str) -> list[str]:
     """The probe's command line (tests replace it with one that crashes)."""
-    return [sys.executable, "-m", "runtime.sandbox", fmt, backend, name, settings_json]
+    return [sys.executable, "-m", "edgekit.runtime.sandbox", fmt, backend, name, settings_json]
 
 
 def _last_line(stderr: bytes) -> str:
@@ -87,8 +82,8 @@ def _child(argv: list[str]) -> int:
     fmt, backend, name, settings_json = argv
     model = sys.stdin.buffer.read()
     try:
-        from runtime.backends import create_runner
-        from runtime.settings import RuntimeSettings
+        from edgekit.runtime.backends import create_runner
+        from edgekit.runtime.settings import RuntimeSettings
 
         settings = RuntimeSettings(**json.loads(settings_json))
         runner = create_runner(fmt, model, settings=settings,

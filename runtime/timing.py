@@ -1,4 +1,4 @@
-"""Latency and memory measurement shared by `python -m runtime bench` and `edgekit bench` (stdlib + numpy)."""
+"""Latency and memory measurement shared by `python -m edgekit.runtime bench` and `edgekit bench` (stdlib + numpy)."""
 
 from __future__ import annotations
 

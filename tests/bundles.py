@@ -141,8 +141,8 @@ def _write_bundle(folder: Path, fmt: str, variant: str, name: str, data: bytes, 
 
 
 def _build(out: Path) -> None:
-    import numpy as np
     import keras
+    import numpy as np
     import tensorflow as tf
 
     keras.utils.set_random_seed(0)
@@ -175,7 +175,7 @@ def _build(out: Path) -> None:
             if fmt == "tflite":
                 conv = tf.lite.TFLiteConverter.from_keras_model(model)
                 if variant == "int8":
-                    def representative():
+                    def representative(x=x):
                         for i in range(100):
                             yield [x[i:i + 1]]
                     conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -191,7 +191,7 @@ def _build(out: Path) -> None:
                 import tf2onnx
 
                 spec = [tf.TensorSpec([None] + shape[1:], dtype, name="input")]
-                fn = tf.function(lambda t: model(t, training=False))
+                fn = tf.function(lambda t, model=model: model(t, training=False))
                 proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=17)
                 data = proto.SerializeToString()
                 ins = [{"name": i.name, "shape": [d.dim_value or None for d in i.type.tensor_type.shape.dim],

@@ -18,6 +18,19 @@ SHARED_DATA = Path(os.environ.get("EDGEKIT_SHARED_DATA", ROOT.parent / "shared" 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+# tests/bundles.py provides the `rt_bundles` fixture (tiny models, trained and converted once).
+pytest_plugins = ["bundles"]
+
+# Fixtures that train or convert: a test using any of them is slow by definition, so that
+# `make test-fast` (-m "not slow") trains and converts nothing, whatever its author remembered.
+TRAINING_FIXTURES = {"rt_bundles", "trained_dir", "exports", "exported_dir"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 def _dataset(relative: str) -> Path:
     path = SHARED_DATA / relative
@@ -53,7 +66,7 @@ QUICK_TRAINING = {
 def trained_dir(tmp_path_factory):
     """A factory: trained_dir("text") trains (once per session) on the real dataset and returns the
     model directory."""
-    from train import train_model
+    from edgekit.train import train_model
 
     cache: dict[str, Path] = {}
     sources = {"text": "sms_spam/sms_spam.tsv", "speech": "fsdd", "image": "cifar10_small"}
@@ -73,7 +86,7 @@ def trained_dir(tmp_path_factory):
 def exports(tmp_path_factory, trained_dir):
     """A factory: exports("text") exports every format and variant of the trained model once per
     session and returns (bundles folder, export results, seconds)."""
-    from export import export_model
+    from edgekit.export import export_model
 
     cache: dict[str, tuple] = {}
 

@@ -1,4 +1,4 @@
-"""`edgekit bench` and `python -m runtime bench/golden/predict` on the small test bundles.
+"""`edgekit bench` and `python -m edgekit.runtime bench/golden/predict` on the small test bundles.
 
 Latency targets (runtime within 10% of the bare call, Keras/runtime >= 10x, int8 >= 1.8x fp32, cold
 start <= 0.5 s / 80 MB) are for the real image model; these tiny models take microseconds per call,
@@ -14,8 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from bundles import rt_bundles  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +64,7 @@ def test_edgekit_bench_with_keras(rt_bundles, tmp_path):
 
 
 def _runtime_cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "runtime", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "edgekit.runtime", *map(str, args)], capture_output=True,
                           text=True, cwd=str(cwd), timeout=300)
 
 

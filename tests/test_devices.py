@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from devices import check, emulation, profiles
 from edgekit.cli import main
-from edgekit.common import UserError
+from edgekit.core import UserError
+from edgekit.devices import check, emulation
+from edgekit.runtime import profiles
 
 REQUIRED_PROFILES = {"rpi4", "rpi5", "rpi3-armv7", "android-arm64", "x86_64-host"}
 
@@ -51,11 +54,11 @@ def test_validate_reports_missing_fields():
     assert any("backends" in p for p in profiles.validate(data))
 
 
-def test_runtime_reads_the_profile_defaults():
-    """The runtime reads devices/profiles/NAME.json by name (as plain JSON) for its defaults."""
-    from runtime.settings import read_profile
+def test_runtime_takes_its_defaults_from_the_profile():
+    from edgekit.runtime.settings import make_settings
 
-    assert read_profile("rpi4")["default_threads"] == profiles.load("rpi4")["default_threads"]
+    assert make_settings(device="rpi4").threads == profiles.load("rpi4")["default_threads"] == 4
+    assert make_settings(device="rpi4", threads=1).threads == 1
 
 
 def test_devices_list_and_show(capsys):
@@ -199,12 +202,16 @@ def test_random_inputs_follow_the_input_spec(tmp_path):
     assert x.dtype == np.float32 and x.shape == (3, 4)  # the runtime quantizes float features itself
 
 
-def test_staged_runtime_holds_only_runtime_and_profiles(tmp_path):
-    stage = check.stage_runtime(tmp_path)
-    names = sorted(p.name for p in stage.iterdir())
-    assert names == sorted(["runtime", "devices"])
-    assert (stage / "devices" / "profiles" / "rpi4.json").is_file()
-    assert not list((stage / "devices").rglob("*.py"))
+def test_staged_runtime_holds_only_the_runtime_package(tmp_path):
+    stage = check.stage_runtime(tmp_path / "stage")
+    assert sorted(p.name for p in stage.iterdir()) == ["edgekit"]
+    assert sorted(p.name for p in (stage / "edgekit").iterdir()) == ["__init__.py", "runtime"]
+    assert (stage / "edgekit" / "runtime" / "profiles" / "rpi4.json").is_file()
+    # the staged copy runs on its own: the device's `python -m edgekit.runtime` finds nothing else
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = "import edgekit.runtime.profiles as p, edgekit, sys; print(p.names()); import edgekit.train"
+    proc = subprocess.run([sys.executable, "-S", "-c", code], cwd=stage, env=env, capture_output=True, text=True)
+    assert "rpi4" in proc.stdout and "No module named 'edgekit.train'" in proc.stderr, proc.stderr
 
 
 def test_deploy_unreachable_host_is_one_line(tmp_path, monkeypatch, capsys):

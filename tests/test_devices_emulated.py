@@ -29,7 +29,7 @@ INT8_TFLITE = ["text-tflite-int8", "speech-tflite-int8", "image-tflite-int8"]
 
 def _need_emulation_tools():
     if not (shutil.which("apt-get") and shutil.which("dpkg-deb")):
-        from devices.emulation import find_qemu
+        from edgekit.devices.emulation import find_qemu
 
         if not find_qemu("qemu-aarch64"):
             pytest.skip("no apt-get/dpkg-deb to fetch qemu-user and the device Python (not a Debian host)")
@@ -91,7 +91,7 @@ def test_check_with_a_golden_file(device_bundles, tmp_path, capsys):
     _need_emulation_tools()
     import numpy as np
 
-    from devices import check
+    from edgekit.devices import check
 
     bundle, manifest = check.read_bundle(device_bundles / "speech-tflite-fp32")
     stage = check.stage_runtime(tmp_path / "stage")

@@ -8,8 +8,9 @@ import re
 import numpy as np
 import pytest
 
-from edgekit.common import UserError, sha256_file
-from export import export_model, opcheck, recipes
+from edgekit.core import UserError, sha256_file
+from edgekit.export import export_model, opcheck, recipes
+from edgekit.runtime.errors import SettingsError
 
 ALL_FORMATS = ("tflite", "onnx")
 ALL_VARIANTS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
@@ -77,14 +78,15 @@ def test_op_check_names_the_op_and_the_keras_layer():
         "op FULLY_CONNECTED (from layer 'probs') is not supported by device 'tiny'"]
 
 
-def test_device_profiles(tmp_path):
-    assert opcheck.load_profile("pi4", tmp_path / "no-such-folder") is None  # colleague's folder absent
-    (tmp_path / "pi4.json").write_text(json.dumps({"backends": ["litert"]}))
-    with pytest.raises(UserError, match="unknown device 'pi5'.*pi4"):
-        opcheck.load_profile("pi5", tmp_path)
-    profile = opcheck.load_profile("pi4", tmp_path)
-    assert opcheck.format_unsupported_by(profile, "tflite") is None
-    assert "no onnx runtime" in opcheck.format_unsupported_by(profile, "onnx")
+def test_device_profiles_decide_which_formats_apply():
+    from edgekit.runtime import profiles
+
+    armv7, rpi4 = profiles.load("rpi3-armv7"), profiles.load("rpi4")
+    assert profiles.format_unsupported_by(armv7, "tflite") is None
+    assert "no onnx runtime" in profiles.format_unsupported_by(armv7, "onnx")
+    assert profiles.format_unsupported_by(rpi4, "onnx") is None
+    with pytest.raises(SettingsError, match="unknown device 'pi5'.*rpi4"):
+        profiles.load("pi5")
 
 
 # -- slow: real conversions of small trained models ------------------------------------------------
@@ -107,7 +109,7 @@ def _by_variant(results, fmt):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["text", "speech"])
 def test_lstm_models_use_only_builtin_ops_with_the_fused_lstm(exported, kind):
-    from export import tflite
+    from edgekit.export import tflite
 
     out, results, _ = exported(kind)
     tflite_results = _by_variant(results, "tflite")
@@ -130,9 +132,9 @@ def test_lstm_models_use_only_builtin_ops_with_the_fused_lstm(exported, kind):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["text", "speech", "image"])
 def test_fp32_parity_with_keras(exported, export_model_dir, kind):
-    from export import onnx as onnx_export
-    from export import tflite
-    from train.io import load_model
+    from edgekit.export import onnx as onnx_export
+    from edgekit.export import tflite
+    from edgekit.train.io import load_model
 
     out, results, _ = exported(kind)
     model, _ = load_model(export_model_dir(kind))
@@ -229,12 +231,12 @@ def test_a_crashing_conversion_fails_only_its_variant(export_model_dir, tmp_path
 
 @pytest.mark.slow
 def test_failure_while_writing_a_bundle_leaves_nothing(export_model_dir, tmp_path, monkeypatch):
-    import export.exporter
-
     def broken(**kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(export.exporter, "build_manifest", broken)
+    from edgekit.export import exporter
+
+    monkeypatch.setattr(exporter, "build_manifest", broken)
     with pytest.raises(OSError, match="disk full"):
         export_model(export_model_dir("speech"), tmp_path, formats=("tflite",), variants=("fp32",))
     assert list(tmp_path.iterdir()) == []
@@ -242,7 +244,7 @@ def test_failure_while_writing_a_bundle_leaves_nothing(export_model_dir, tmp_pat
 
 @pytest.mark.slow
 def test_int8_io_and_keep_float_layers(export_model_dir, tmp_path):
-    from export import tflite
+    from edgekit.export import tflite
 
     results = export_model(export_model_dir("speech"), tmp_path / "io", formats=("tflite",),
                            variants=("int8",), int8_io="int8")

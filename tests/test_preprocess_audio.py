@@ -8,9 +8,9 @@ import wave
 import numpy as np
 import pytest
 
-from runtime.errors import InvalidInputError
-from runtime.preprocess import make_preprocessor, utterance_probs
-from runtime.preprocess.audio import fit_length, raw_features, read_wav
+from edgekit.runtime.errors import InvalidInputError
+from edgekit.runtime.preprocess import make_preprocessor, utterance_probs
+from edgekit.runtime.preprocess.audio import fit_length, raw_features, read_wav
 
 
 def _write_wav(path, samples, rate=8000, channels=1, width=2):
@@ -29,7 +29,7 @@ def _fsdd_clips(fsdd, count=60):
 
 @pytest.mark.parametrize("features", ["log_mel", "mfcc"])
 def test_numpy_features_match_tf_signal_on_fsdd(fsdd, features):
-    from train.speech import feature_params, tf_features
+    from edgekit.train.speech import feature_params, tf_features
 
     files, clips = _fsdd_clips(fsdd)
     params = feature_params(8000, features)
@@ -47,7 +47,7 @@ def test_numpy_features_match_tf_signal_on_fsdd(fsdd, features):
 
 
 def test_waveform_arrays_and_wav_files_give_the_same_features(fsdd):
-    from train.speech import feature_params
+    from edgekit.train.speech import feature_params
 
     params = feature_params(8000, "log_mel")
     params.update(mean=[0.0] * 40, std=[1.0] * 40)
@@ -84,7 +84,7 @@ def test_unreadable_wav_raises_invalid_input(tmp_path):
     (np.array(["a", "b"]), "dtype"),
 ])
 def test_bad_waveforms_raise_invalid_input(bad, message):
-    from train.speech import feature_params
+    from edgekit.train.speech import feature_params
 
     params = feature_params(8000, "mfcc")
     params.update(mean=[0.0] * 13, std=[1.0] * 13)

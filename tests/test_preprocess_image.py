@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.errors import InvalidInputError
-from runtime.preprocess import make_preprocessor
-from runtime.preprocess.image import read_image_file
+from edgekit.runtime.errors import InvalidInputError
+from edgekit.runtime.preprocess import make_preprocessor
+from edgekit.runtime.preprocess.image import read_image_file
 
 
 def _photos(cifar10_small, count=24):
@@ -21,7 +21,7 @@ def _photos(cifar10_small, count=24):
 @pytest.mark.parametrize("backbone", ["mobilenet_v2", "vgg16", "resnet50", "inception_v3"])
 @pytest.mark.parametrize("size", [32, 64, 75, 20])  # same size, up x2, up non-integer, down
 def test_numpy_preprocessing_matches_tensorflow(cifar10_small, backbone, size):
-    from train.image import preprocess_all, preprocessing_params
+    from edgekit.train.image import preprocess_all, preprocessing_params
 
     photos = _photos(cifar10_small)
     expected = preprocess_all(photos, backbone, size)
@@ -35,7 +35,7 @@ def test_numpy_preprocessing_matches_tensorflow(cifar10_small, backbone, size):
 def test_numpy_resize_matches_tensorflow_on_non_square_images(cifar10_small):
     import tensorflow as tf
 
-    from runtime.preprocess.image import resize_bilinear
+    from edgekit.runtime.preprocess.image import resize_bilinear
 
     photo = _photos(cifar10_small, 1)[0][:, :27]  # 32x27
     for height, width in ((45, 13), (7, 50)):
@@ -44,7 +44,7 @@ def test_numpy_resize_matches_tensorflow_on_non_square_images(cifar10_small):
 
 
 def test_image_file_paths_are_decoded(cifar10_small):
-    from train.image import preprocessing_params
+    from edgekit.train.image import preprocessing_params
 
     path = sorted((cifar10_small / "test").rglob("*.jpg"))[0]
     pre = make_preprocessor(preprocessing_params("mobilenet_v2", 32))
@@ -60,7 +60,7 @@ def test_image_file_paths_are_decoded(cifar10_small):
     ("/nonexistent/cat.jpg", "not found"),
 ])
 def test_bad_images_raise_invalid_input(bad, message):
-    from train.image import preprocessing_params
+    from edgekit.train.image import preprocessing_params
 
     pre = make_preprocessor(preprocessing_params("mobilenet_v2", 32))
     with pytest.raises(InvalidInputError, match=message):
@@ -68,7 +68,7 @@ def test_bad_images_raise_invalid_input(bad, message):
 
 
 def test_corrupt_image_file_raises_invalid_input(tmp_path):
-    from train.image import preprocessing_params
+    from edgekit.train.image import preprocessing_params
 
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.errors import InvalidInputError
-from runtime.preprocess import make_preprocessor
-from runtime.preprocess.text import TextTokenizer, pad_ids, read_vocab
-from train.data import read_text_table
+from edgekit.runtime.errors import InvalidInputError
+from edgekit.runtime.preprocess import make_preprocessor
+from edgekit.runtime.preprocess.text import TextTokenizer, pad_ids, read_vocab
+from edgekit.train.data import read_text_table
 
 
 def _keras_ids(vectorizer, texts):
@@ -16,7 +16,7 @@ def _keras_ids(vectorizer, texts):
 
 
 def test_tokenizer_matches_text_vectorization_on_whole_corpus(sms_spam, tmp_path):
-    from train.text import make_vectorizer
+    from edgekit.train.text import make_vectorizer
 
     texts, _, _ = read_text_table(sms_spam)
     assert len(texts) == 4500
@@ -39,7 +39,7 @@ def test_tokenizer_matches_text_vectorization_on_whole_corpus(sms_spam, tmp_path
     "!!!",                             # all punctuation: no tokens at all
 ])
 def test_tokenizer_matches_text_vectorization_on_unicode_edge_cases(text, tmp_path):
-    from train.text import make_vectorizer
+    from edgekit.train.text import make_vectorizer
 
     corpus = ["école straße àb ÉCOLE a\u00a0b c\u2009d don't really e-mail £5 ¿qué? …¡¿“quoted”„",
               "\u2028line other words", text]

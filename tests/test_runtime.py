@@ -9,11 +9,17 @@ import threading
 
 import numpy as np
 import pytest
+from bundles import bundle_names
 
-import runtime
-from bundles import bundle_names, rt_bundles  # noqa: F401  (rt_bundles is a fixture)
-from runtime.errors import (BackendUnavailableError, EdgekitError, IntegrityError, InvalidInputError,
-                            ModelFileError, SettingsError)
+from edgekit import runtime
+from edgekit.runtime.errors import (
+    BackendUnavailableError,
+    EdgekitError,
+    IntegrityError,
+    InvalidInputError,
+    ModelFileError,
+    SettingsError,
+)
 
 
 def golden(rt_bundles, name: str):
@@ -110,7 +116,7 @@ def test_onnx_dynamic_batch(rt_bundles):
 
 
 def test_runner_lifecycle(rt_bundles):
-    from runtime.backends.litert import LiteRTRunner
+    from edgekit.runtime.backends.litert import LiteRTRunner
 
     data = (rt_bundles / "dense-tflite-fp32" / "model.tflite").read_bytes()
     runner = LiteRTRunner(data, name="dense")
@@ -125,8 +131,8 @@ def test_runner_lifecycle(rt_bundles):
         with pytest.raises(EdgekitError, match="already active"):
             runner.activate()
     assert not runner.is_active
-    with pytest.raises(EdgekitError):
-        runner.inputs
+    with pytest.raises(EdgekitError, match="not active"):
+        _ = runner.inputs
 
 
 # ----------------------------------------------------------------------------------- bad input
@@ -254,7 +260,7 @@ def test_missing_path(tmp_path):
 
 
 def test_bare_model_file_is_probed_in_child(rt_bundles, monkeypatch):
-    import runtime.sandbox as sandbox
+    import edgekit.runtime.sandbox as sandbox
 
     calls = []
     real = sandbox.probe
@@ -274,7 +280,7 @@ def test_bare_model_file_is_probed_in_child(rt_bundles, monkeypatch):
 def test_child_crash_becomes_model_file_error(rt_bundles, monkeypatch):
     import sys
 
-    import runtime.sandbox as sandbox
+    import edgekit.runtime.sandbox as sandbox
 
     monkeypatch.setattr(sandbox, "child_command", lambda *a: [
         sys.executable, "-c", "import os, signal, sys; sys.stdin.buffer.read(); os.kill(os.getpid(), signal.SIGSEGV)"])
@@ -314,18 +320,18 @@ def test_tensorflow_lite_fallback_backend(rt_bundles):
 
 
 def test_auto_falls_through_a_broken_backend(rt_bundles, monkeypatch):
-    import runtime.backends as backends
+    import edgekit.runtime.backends as backends
 
     monkeypatch.setattr(backends, "is_available", lambda name: name in ("tflite_runtime", "litert"))
     monkeypatch.setitem(backends.BACKENDS, "tflite_runtime",
-                        ("runtime.backends.tflite_runtime", "TFLiteRuntimeRunner", "tflite_runtime"))
+                        ("edgekit.runtime.backends.tflite_runtime", "TFLiteRuntimeRunner", "tflite_runtime"))
     monkeypatch.setitem(backends.FORMAT_BACKENDS, "tflite", ("tflite_runtime", "litert"))
     with runtime.load(rt_bundles / "dense-tflite-fp32") as model:  # tflite_runtime import fails here
         assert model.backend == "litert"
 
 
 def test_settings_validation_and_device_profiles(rt_bundles, tmp_path):
-    from runtime.settings import make_settings
+    from edgekit.runtime.settings import make_settings
 
     with pytest.raises(SettingsError, match="threads"):
         runtime.load(rt_bundles / "dense-tflite-fp32", threads=0)
@@ -344,7 +350,7 @@ def test_settings_validation_and_device_profiles(rt_bundles, tmp_path):
 
 
 def test_repository_device_profiles_load(rt_bundles):
-    from runtime.settings import PROFILES_DIR, make_settings
+    from edgekit.runtime.settings import PROFILES_DIR, make_settings
 
     names = sorted(p.stem for p in PROFILES_DIR.glob("*.json"))
     if not names:
@@ -381,5 +387,5 @@ def test_concurrent_predict_matches_serial(rt_bundles, bundle):
             th.join()
     assert not errors, errors[0]
     assert len(results) == 3 * sum(len(range(t, len(serial), 2)) for t in range(8))
-    for (t, rep, i), out in results.items():
+    for (_, _, i), out in results.items():
         np.testing.assert_array_equal(out, serial[i])

@@ -7,11 +7,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import pytest
 
-import runtime
-from bundles import rt_bundles  # noqa: F401  (fixture)
-from runtime.errors import EdgekitError
+from edgekit import runtime
+from edgekit.runtime.errors import EdgekitError
 
 
 def _mutations(tflite: bytes, onnx: bytes) -> list[tuple[str, str, bytes]]:

@@ -42,7 +42,7 @@ def test_train_text_cli_writes_a_complete_model_dir(small_tsv, tmp_path, capsys)
     vocab = (out / "assets" / "vocab.txt").read_text(encoding="utf-8").split("\n")
     assert vocab[:2] == ["", "[UNK]"] and "prize" in vocab
 
-    from train.io import load_model
+    from edgekit.train.io import load_model
 
     model, _ = load_model(out)
     heldout = np.load(out / "heldout.npz")
@@ -54,7 +54,7 @@ def test_train_text_cli_writes_a_complete_model_dir(small_tsv, tmp_path, capsys)
     assert np.load(out / "calibration.npz")["x"].shape[0] == meta["data"]["train"]
 
     # The runtime tokenizer turns raw text into the ids the model was trained on.
-    from runtime.preprocess import make_preprocessor
+    from edgekit.runtime.preprocess import make_preprocessor
 
     pre = make_preprocessor(meta["preprocessing"], out)
     assert model.predict(pre(["Free cash prize, claim now!"]), verbose=0).argmax() == 1
@@ -62,13 +62,13 @@ def test_train_text_cli_writes_a_complete_model_dir(small_tsv, tmp_path, capsys)
 
 
 def test_failed_run_leaves_no_directory(small_tsv, tmp_path, monkeypatch):
-    import train.text
-
     def broken_fit(dataset, workdir, **kwargs):
         (workdir / "model.keras").write_bytes(b"half written")
         raise RuntimeError("simulated crash during training")
 
-    monkeypatch.setattr(train.text, "fit", broken_fit)
+    from edgekit.train import text
+
+    monkeypatch.setattr(text, "fit", broken_fit)
     out = tmp_path / "models" / "text"
     assert cli.main(["train", "text", "--data", str(small_tsv), "--out", str(out)]) == 3
     assert not out.exists()
@@ -91,13 +91,13 @@ def test_option_for_another_task_is_refused(small_tsv, tmp_path, capsys):
 
 
 def _weights(path):
-    from train.io import load_model
+    from edgekit.train.io import load_model
 
     return [w.copy() for w in load_model(path)[0].get_weights()]
 
 
 def test_same_seed_gives_the_same_model(small_tsv, tmp_path):
-    from train import train_model
+    from edgekit.train import train_model
 
     a = train_model("text", out=tmp_path / "a", data=small_tsv, seed=3, epochs=1)
     b = train_model("text", out=tmp_path / "b", data=small_tsv, seed=3, epochs=1)
@@ -109,7 +109,7 @@ def test_same_seed_gives_the_same_model(small_tsv, tmp_path):
 
 
 def test_embedded_text_data_is_synthetic_and_learnable(tmp_path, capsys):
-    from train import train_model
+    from edgekit.train import train_model
 
     out = train_model("text", out=tmp_path / "t", quick=True)
     meta = json.loads((out / "edgekit.json").read_text())
@@ -119,7 +119,7 @@ def test_embedded_text_data_is_synthetic_and_learnable(tmp_path, capsys):
 
 
 def test_embedded_speech_data_is_synthetic_and_learnable(tmp_path):
-    from train import train_model
+    from edgekit.train import train_model
 
     out = train_model("speech", out=tmp_path / "s", quick=True)
     meta = json.loads((out / "edgekit.json").read_text())
@@ -132,7 +132,7 @@ def test_embedded_speech_data_is_synthetic_and_learnable(tmp_path):
 
 @pytest.mark.slow
 def test_embedded_image_data_is_synthetic_and_learnable(tmp_path):
-    from train import train_model
+    from edgekit.train import train_model
 
     out = train_model("image", out=tmp_path / "i", quick=True, weights="none")
     meta = json.loads((out / "edgekit.json").read_text())
@@ -153,7 +153,7 @@ def test_image_input_size_below_backbone_minimum_is_refused(tmp_path, capsys):
 def test_every_backbone_builds_at_its_minimum_size(backbone):
     import keras
 
-    from train.models import BACKBONE_MIN_SIZE, build_image_model
+    from edgekit.train.models import BACKBONE_MIN_SIZE, build_image_model
 
     size = BACKBONE_MIN_SIZE[backbone]
     model = build_image_model(backbone, size, num_classes=3, weights=None, bn_momentum=0.9)

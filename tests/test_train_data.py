@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgekit.common import UserError
-from train.data import load_images, load_text, load_wavs, read_text_table
+from edgekit.core import UserError
+from edgekit.train.data import load_images, load_text, load_wavs, read_text_table
 
 
 def _rows(n=40):

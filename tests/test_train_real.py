@@ -34,8 +34,8 @@ def test_quick_speech_model_on_fsdd(trained_dir, fsdd):
     heldout = np.load(model_dir / "heldout.npz")
     assert heldout["utterance_y"].shape == (250,)
 
-    from runtime.preprocess import make_preprocessor, utterance_probs
-    from train.io import load_model
+    from edgekit.runtime.preprocess import make_preprocessor, utterance_probs
+    from edgekit.train.io import load_model
 
     model, _ = load_model(model_dir)
     files = sorted(fsdd.glob("*_0.wav"))  # take 0 of every digit and speaker: test split
@@ -57,21 +57,21 @@ def test_quick_image_model_on_cifar10_small(trained_dir, cifar10_small):
 
 
 def test_default_text_settings_reach_target(tmp_path, sms_spam):
-    from train import train_model
+    from edgekit.train import train_model
 
     meta = _meta(train_model("text", out=tmp_path / "text", data=sms_spam))
     assert meta["metrics"]["test_accuracy"] >= 0.97
 
 
 def test_default_speech_settings_reach_target(tmp_path, fsdd):
-    from train import train_model
+    from edgekit.train import train_model
 
     meta = _meta(train_model("speech", out=tmp_path / "speech", data=fsdd))
     assert meta["metrics"]["utterance_accuracy"] >= 0.90
 
 
 def test_default_image_settings_reach_target_from_random_init(tmp_path, cifar10_small):
-    from train import train_model
+    from edgekit.train import train_model
 
     meta = _meta(train_model("image", out=tmp_path / "image", data=cifar10_small, weights="none"))
     assert meta["metrics"]["test_accuracy"] >= 0.40

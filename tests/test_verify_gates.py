@@ -5,10 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekit.common import UserError
-from verify.evaluate import EvalData, Task, score
-from verify.gates import (CONFIDENCE_MARGIN_FLOOR, DEFAULT_GATES, check, gate_for, gates_from_tolerances,
-                          parse_overrides, tolerances)
+from edgekit.core import UserError
+from edgekit.verify.evaluate import EvalData, Task, score
+from edgekit.verify.gates import (
+    CONFIDENCE_MARGIN_FLOOR,
+    DEFAULT_GATES,
+    check,
+    gate_for,
+    gates_from_tolerances,
+    parse_overrides,
+    tolerances,
+)
 
 
 def confident_probs(n: int = 400, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +105,7 @@ def test_flipped_predictions_fail_int8_on_accuracy_and_agreement():
 
 
 def test_confidence_floor_is_between_uniform_and_trained_outputs():
-    from runtime.compare import confidence_margin
+    from edgekit.runtime.compare import confidence_margin
 
     probs, _ = confident_probs()
     uniform = np.full_like(probs, 1 / 3) + np.random.default_rng(0).normal(0, 0.005, probs.shape)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_verify_report import sample_result
 
 from edgekit.cli import main as edgekit_main
-from edgekit.common import UserError
+from edgekit.core import UserError
 from edgekit.pipeline import _data_source, results_table
-from test_verify_report import sample_result
 
 
 def test_results_table_has_keras_and_every_variant():

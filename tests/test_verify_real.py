@@ -14,9 +14,9 @@ import re
 
 import pytest
 
-from verify.core import verify_with_keras
-from verify.gates import CONFIDENCE_MARGIN_FLOOR
-from verify.report import html_report, markdown_report
+from edgekit.verify.core import verify_with_keras
+from edgekit.verify.gates import CONFIDENCE_MARGIN_FLOOR
+from edgekit.verify.report import html_report, markdown_report
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,10 @@ import re
 import numpy as np
 import pytest
 
-from edgekit.common import UserError
-from verify.command import write_outputs
-from verify.evaluate import EvalData, Task, find_bundles, reference_summary, score
-from verify.report import html_report, markdown_report, summary_lines
+from edgekit.core import UserError
+from edgekit.verify.command import write_outputs
+from edgekit.verify.evaluate import EvalData, Task, find_bundles, reference_summary, score
+from edgekit.verify.report import markdown_report, summary_lines
 
 # The key names users' scripts read from --json: a promise, kept exactly.
 PROMISED_TOP = {"task", "samples", "reference", "passed", "artifacts"}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.common import quiet_tensorflow, sha256_file
+from edgekit.core import quiet_tensorflow, sha256_file
 
 LABELS = ["a", "b", "c"]
 FEATURES = 8
@@ -134,9 +134,9 @@ class LiteRTModel:
 
 
 def bundle_loader():
-    """runtime.load when the runtime package has landed, else the LiteRT stand-in."""
+    """edgekit.runtime.load when the runtime package has landed, else the LiteRT stand-in."""
     try:
-        import runtime
+        from edgekit import runtime
 
         return runtime.load
     except (ImportError, AttributeError):

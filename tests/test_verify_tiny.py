@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edgekit.cli import main as edgekit_main
-from verify.golden import load_golden
+from edgekit.verify.golden import load_golden
 
 ROOT = Path(__file__).resolve().parents[1]
 FACTORY = "test_verify_support:build_converter"
@@ -38,7 +38,7 @@ def tiny(tmp_path_factory) -> Path:
 
 
 def _verify(*args, **kwargs):
-    from verify.core import verify_with_keras
+    from edgekit.verify.core import verify_with_keras
 
     return verify_with_keras(*args, **kwargs)
 

@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import __version__
-from edgekit.common import (UserError, atomic_dir, atomic_write_json, library_versions, log, now_iso,
-                            quiet_tensorflow)
+from edgekit.core import UserError, atomic_dir, atomic_write_json, library_versions, log, now_iso, quiet_tensorflow
 
 __all__ = ["train_model", "TrainResult", "TASKS", "OPTIONS"]
 
@@ -80,7 +79,7 @@ def train_model(task: str, out: str | Path, data: str | Path | None = None, epoc
     if epochs is not None and epochs < 1:
         raise UserError(f"epochs must be >= 1, got {epochs}")
     out = Path(out)
-    module = importlib.import_module(f"train.{task}")
+    module = importlib.import_module(f"edgekit.train.{task}")
     module.check_options(options)
     set_seeds(seed)
     dataset = module.load(data, seed, options)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from train import train_model
+from edgekit.train import train_model
 
 # CLI defaults that mean "not chosen" for tasks where the flag does not apply.
 _TASK_OPTIONS = {
@@ -23,7 +23,7 @@ def run(args) -> int:
         options.pop("weights")
     for name in _ALL_OPTIONS:
         if name in options and options[name] is not None and name not in _TASK_OPTIONS[args.task]:
-            from edgekit.common import UserError
+            from edgekit.core import UserError
 
             raise UserError(f"--{name.replace('_', '-')} does not apply to the {args.task} task")
     out = Path(args.out) if args.out else Path("models") / args.task

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.common import UserError, log
+from edgekit.core import UserError, log
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 FSDD_NAME = re.compile(r"^(?P<label>[^_]+)_(?P<speaker>[^_]+)_(?P<take>\d+)$")

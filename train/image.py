@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.common import UserError, log
-from train import TrainResult, accuracy, pick_calibration, pick_heldout
-from train.data import Dataset, load_images
-from train.models import BACKBONE_MIN_SIZE, build_backbone, build_image_model
+from edgekit.core import UserError, log
+from edgekit.train import TrainResult, accuracy, pick_calibration, pick_heldout
+from edgekit.train.data import Dataset, load_images
+from edgekit.train.models import BACKBONE_MIN_SIZE, build_backbone, build_image_model
 
 # backbone -> (keras.applications module with preprocess_input, preprocessing params)
 _TF_MODE = {"mode": "tf", "channel_order": "RGB", "mean": [127.5] * 3, "std": [127.5] * 3}
@@ -59,7 +59,7 @@ def check_options(options: dict) -> None:
 
 def load(data, seed: int, options: dict) -> Dataset:
     if data is None:
-        from train import synthetic
+        from edgekit.train import synthetic
 
         return synthetic.images(seed)
     return load_images(data, seed, options.get("max_samples"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit.common import UserError, quiet_tensorflow, read_json
+from edgekit.core import UserError, quiet_tensorflow, read_json
 
 METADATA = "edgekit.json"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgekit.common import quiet_tensorflow
+from edgekit.core import quiet_tensorflow
 
 quiet_tensorflow()
 import keras  # noqa: E402

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.common import UserError, log
-from runtime.preprocess.audio import fit_length, utterance_probs
-from train import TrainResult, accuracy, pick_calibration, pick_heldout
-from train.data import Dataset, load_wavs
-from train.models import build_speech_model
+from edgekit.core import UserError, log
+from edgekit.runtime.preprocess.audio import fit_length, utterance_probs
+from edgekit.train import TrainResult, accuracy, pick_calibration, pick_heldout
+from edgekit.train.data import Dataset, load_wavs
+from edgekit.train.models import build_speech_model
 
 SILENCE = "_silence"
 FRAME_THRESHOLD_DB = 30.0
@@ -41,7 +41,7 @@ def check_options(options: dict) -> None:
 
 def load(data, seed: int, options: dict) -> Dataset:
     if data is None:
-        from train import synthetic
+        from edgekit.train import synthetic
 
         return synthetic.speech(seed)
     return load_wavs(data, seed, options.get("max_samples"))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.common import log
-from train.data import Dataset, make_dataset
+from edgekit.core import log
+from edgekit.train.data import Dataset, make_dataset
 
 SOURCE = "embedded"
 

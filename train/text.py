@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.common import UserError, atomic_write_text, log
-from runtime.preprocess.text import pad_ids
-from train import TrainResult, accuracy, pick_calibration, pick_heldout
-from train.data import Dataset, load_text
-from train.models import build_text_model
+from edgekit.core import UserError, atomic_write_text, log
+from edgekit.runtime.preprocess.text import pad_ids
+from edgekit.train import TrainResult, accuracy, pick_calibration, pick_heldout
+from edgekit.train.data import Dataset, load_text
+from edgekit.train.models import build_text_model
 
 DEFAULTS = {"max_len": 64, "max_tokens": 10000, "embedding_dim": 32, "units": 32,
             "epochs": 6, "batch_size": 32, "learning_rate": 3e-3}
@@ -31,7 +31,7 @@ def check_options(options: dict) -> None:
 
 def load(data, seed: int, options: dict) -> Dataset:
     if data is None:
-        from train import synthetic
+        from edgekit.train import synthetic
 
         return synthetic.text(seed)
     return load_text(data, seed, options.get("text_column"), options.get("label_column"),

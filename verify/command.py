@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgekit.common import UserError, atomic_write_json, atomic_write_text, log
-from verify.gates import parse_overrides
-from verify.report import html_report, markdown_report, summary_lines
+from edgekit.core import UserError, atomic_write_json, atomic_write_text, log
+from edgekit.verify.gates import parse_overrides
+from edgekit.verify.report import html_report, markdown_report, summary_lines
 
 
 def run(args) -> int:
@@ -23,14 +23,14 @@ def run(args) -> int:
                                 "combined with --golden")
         if len(paths) != 1:
             raise UserError("with --golden, pass only the ARTIFACTS_DIR (or one bundle)")
-        from verify.core import verify_with_golden
+        from edgekit.verify.core import verify_with_golden
 
         result = verify_with_golden(args.golden, paths[0], gate_overrides=overrides,
                                     max_samples=args.max_samples)
     else:
         if len(paths) != 2:
             raise UserError("expected MODEL_DIR ARTIFACTS_DIR (or --golden FILE ARTIFACTS_DIR)")
-        from verify.core import verify_with_keras
+        from edgekit.verify.core import verify_with_keras
 
         result = verify_with_keras(
             paths[0], paths[1], data=args.data, text_column=args.text_column,

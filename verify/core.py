@@ -10,18 +10,17 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from edgekit import __version__
-from edgekit.common import UserError, atomic_dir, log, now_iso, sha256_file
-from verify import layers
-from verify.evaluate import (EvalData, Task, evaluate_bundle, find_bundles, read_manifest,
-                             reference_summary)
-from verify.gates import Gate, gate_for, gates_from_tolerances, tolerances
-from verify.golden import Golden, load_golden, save_golden
+from edgekit.core import UserError, atomic_dir, log, now_iso, sha256_file
+from edgekit.verify import layers
+from edgekit.verify.evaluate import EvalData, Task, evaluate_bundle, find_bundles, read_manifest, reference_summary
+from edgekit.verify.gates import Gate, gate_for, gates_from_tolerances, tolerances
+from edgekit.verify.golden import Golden, load_golden, save_golden
 
 FIXED_SUFFIX = "-keepfloat"
 
@@ -33,7 +32,7 @@ def verify_with_keras(model_dir: str | Path, artifacts: str | Path, *, data: str
                       converter_factory: str = layers.DEFAULT_CONVERTER_FACTORY,
                       load: Callable | None = None, allow_unsafe: bool = False,
                       layer_debug: bool = True, debug_samples: int = layers.DEBUG_SAMPLES) -> dict:
-    from verify.reference import (load_labelled_data, load_reference, reference_outputs)
+    from edgekit.verify.reference import load_labelled_data, load_reference, reference_outputs
 
     start = time.perf_counter()
     model_dir = Path(model_dir)
@@ -44,7 +43,7 @@ def verify_with_keras(model_dir: str | Path, artifacts: str | Path, *, data: str
     if data is not None:
         eval_data = load_labelled_data(data, model_dir, metadata, text_column, label_column)
     else:
-        from verify.evaluate import load_heldout
+        from edgekit.verify.evaluate import load_heldout
         eval_data = load_heldout(model_dir)
     eval_data = eval_data.head(max_samples)
     log(f"verify: Keras reference {model_dir.name} on {len(eval_data)} samples from {eval_data.source}")

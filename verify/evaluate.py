@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from edgekit.common import UserError
-from runtime.compare import compare, confidence_margin
-from verify.gates import CONFIDENCE_MARGIN_FLOOR, Gate, check
+from edgekit.core import UserError
+from edgekit.runtime.compare import compare, confidence_margin
+from edgekit.verify.gates import CONFIDENCE_MARGIN_FLOOR, Gate, check
 
 MANIFEST = "manifest.json"
 
@@ -31,7 +31,7 @@ class EvalData:
     def __len__(self) -> int:
         return len(self.x)
 
-    def head(self, n: int | None) -> "EvalData":
+    def head(self, n: int | None) -> EvalData:
         if n is None or n >= len(self.x):
             return self
         return EvalData(self.x[:n], None if self.y is None else self.y[:n],
@@ -40,7 +40,7 @@ class EvalData:
 
 @dataclass
 class Task:
-    """What accuracy means for a model: its kind, class names, and (speech) its preprocessing (speech: the utterance rule)."""
+    """What accuracy means for a model: its kind, class names, and preprocessing (speech: the utterance rule)."""
     name: str
     labels: list[str]
     preprocessing: dict = field(default_factory=dict)
@@ -92,7 +92,7 @@ def read_manifest(bundle: Path) -> dict:
 
 
 def default_loader() -> Callable:
-    import runtime
+    from edgekit import runtime
 
     return runtime.load
 
@@ -117,7 +117,7 @@ def run_bundle(bundle: Path, x: np.ndarray, load: Callable | None = None) -> tup
 def utterance_probabilities(frame_probs: np.ndarray, task: Task) -> np.ndarray:
     """[N, T, C] per-frame probabilities -> [N, C] per utterance, by the runtime's rule (the one a
     device applies), so Keras and every bundle are judged the same way."""
-    from runtime.preprocess import utterance_probs
+    from edgekit.runtime.preprocess import utterance_probs
 
     return utterance_probs(frame_probs, task.preprocessing)
 

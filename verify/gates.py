@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-from edgekit.common import UserError
+from edgekit.core import UserError
 
 LIMIT_KEYS = ("max_abs_error", "min_agreement", "max_accuracy_drop")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.common import UserError, atomic_write_bytes
+from edgekit.core import UserError, atomic_write_bytes
 
 GOLDEN_FORMAT = 1
 

@@ -1,7 +1,7 @@
 """Per-layer int8 error (float vs quantized, tensor by tensor) and the selective-quantization fix.
 
 TFLite: tf.lite.experimental.QuantizationDebugger on the converter that export builds for the variant,
-run in a CHILD process (`python -m verify.layers`), because TFLite calibration can kill the process
+run in a CHILD process (`python -m edgekit.verify.layers`), because TFLite calibration can kill the process
 that runs it (conversion-facts.md). The fix re-quantizes with the worst tensors denylisted
 (`QuantizationDebugOptions(denylisted_nodes=...)`), so those layers run in float.
 
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.common import UserError
+from edgekit.core import UserError
 
-DEFAULT_CONVERTER_FACTORY = "export.tflite:build_converter"
+DEFAULT_CONVERTER_FACTORY = "edgekit.export.tflite:build_converter"
 CHILD_TIMEOUT_S = 600
 
 # Debugging runs the float and the quantized model side by side on every sample, op by op (slow in
@@ -78,12 +78,12 @@ def requantize_keeping_float(model_dir: str | Path, keep_float: list[str], model
 
 
 def _run_child(args: list[str], timeout: int) -> str | None:
-    """Run `python -m verify.layers ARGS`; None on success, else one line saying why it failed."""
+    """Run `python -m edgekit.verify.layers ARGS`; None on success, else one line saying why it failed."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        proc = subprocess.run([sys.executable, "-m", "verify.layers", *args], env=env,
+        proc = subprocess.run([sys.executable, "-m", "edgekit.verify.layers", *args], env=env,
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return f"per-layer debugger ran past {timeout} s"
@@ -106,9 +106,12 @@ def onnx_layer_errors(float_model: str | Path, qdq_model: str | Path, x: np.ndar
     try:
         import onnxruntime as ort
         from onnxruntime.quantization import CalibrationDataReader
-        from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
-                                                             create_activation_matching,
-                                                             modify_model_output_intermediate_tensors)
+        from onnxruntime.quantization.qdq_loss_debug import (
+            collect_activations,
+            compute_activation_error,
+            create_activation_matching,
+            modify_model_output_intermediate_tensors,
+        )
     except ImportError as exc:
         return {"skipped": f"onnxruntime quantization tools are not installed ({exc})"}
 
@@ -178,7 +181,7 @@ def _snr_db(float_tensors, quant_tensors, scale, zero_point) -> float:
 
 
 def _debugger(model_dir: Path, variant: str, factory: str, samples: int, keep_float: list[str]):
-    from edgekit.common import quiet_tensorflow
+    from edgekit.core import quiet_tensorflow
 
     quiet_tensorflow()
     import tensorflow as tf
@@ -229,7 +232,7 @@ def _op_counts(model_bytes: bytes) -> dict:
 
 
 def child_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m verify.layers")
+    parser = argparse.ArgumentParser(prog="python -m edgekit.verify.layers")
     parser.add_argument("--model-dir", required=True, type=Path)
     parser.add_argument("--variant", default="int8")
     parser.add_argument("--factory", default=DEFAULT_CONVERTER_FACTORY)
@@ -241,7 +244,7 @@ def child_main(argv: list[str] | None = None) -> int:
     try:
         debugger = _debugger(args.model_dir, args.variant, args.factory, args.samples, args.keep_float)
         if args.write_model:
-            from export.tflite import without_lstm_cell_clip  # the same post-pass as every export
+            from edgekit.export.tflite import without_lstm_cell_clip  # the same post-pass as every export
 
             model = without_lstm_cell_clip(debugger.get_nondebug_quantized_model())
             args.write_model.write_bytes(model)

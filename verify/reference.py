@@ -7,15 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.common import UserError
-from verify.evaluate import EvalData
+from edgekit.core import UserError
+from edgekit.verify.evaluate import EvalData
 
 REFERENCE_BATCH = 64
 
 
 def load_reference(model_dir: str | Path, allow_unsafe: bool = False):
     """(keras_model, metadata) from a model directory (safe mode for .keras)."""
-    from train.io import load_model
+    from edgekit.train.io import load_model
 
     return load_model(model_dir, allow_unsafe=allow_unsafe)
 
@@ -31,8 +31,8 @@ def load_labelled_data(path: str | Path, model_dir: str | Path, metadata: dict,
                        text_column: str | None = None, label_column: str | None = None) -> EvalData:
     """Every sample of a user's labelled data (CSV/TSV, class folders, WAV folder), read with the
     train package's loader for the task and turned into model inputs by the model's preprocessing."""
-    from runtime.preprocess import make_preprocessor
-    from train.data import load_raw
+    from edgekit.runtime.preprocess import make_preprocessor
+    from edgekit.train.data import load_raw
 
     path = Path(path)
     if not path.exists():

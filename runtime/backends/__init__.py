@@ -9,14 +9,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from runtime.errors import BackendUnavailableError
+from edgekit.runtime.errors import BackendUnavailableError
 
 # name -> (runner module, runner class, the library it needs)
 BACKENDS = {
-    "litert": ("runtime.backends.litert", "LiteRTRunner", "ai_edge_litert"),
-    "tflite_runtime": ("runtime.backends.tflite_runtime", "TFLiteRuntimeRunner", "tflite_runtime"),
-    "tensorflow": ("runtime.backends.tensorflow_lite", "TensorFlowLiteRunner", "tensorflow"),
-    "onnxruntime": ("runtime.backends.onnxruntime", "OnnxRuntimeRunner", "onnxruntime"),
+    "litert": ("edgekit.runtime.backends.litert", "LiteRTRunner", "ai_edge_litert"),
+    "tflite_runtime": ("edgekit.runtime.backends.tflite_runtime", "TFLiteRuntimeRunner", "tflite_runtime"),
+    "tensorflow": ("edgekit.runtime.backends.tensorflow_lite", "TensorFlowLiteRunner", "tensorflow"),
+    "onnxruntime": ("edgekit.runtime.backends.onnxruntime", "OnnxRuntimeRunner", "onnxruntime"),
 }
 # format -> backends in order of preference (tensorflow.lite last: it loads all of TensorFlow)
 FORMAT_BACKENDS = {

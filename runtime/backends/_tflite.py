@@ -11,8 +11,8 @@ import threading
 
 import numpy as np
 
-from runtime.backends.base import Runner, TensorInfo
-from runtime.errors import InvalidInputError, first_line
+from edgekit.runtime.backends.base import Runner, TensorInfo
+from edgekit.runtime.errors import InvalidInputError, first_line
 
 
 def _tensor_info(detail: dict) -> TensorInfo:

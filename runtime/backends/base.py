@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.errors import EdgekitError, InvalidInputError, ModelFileError, first_line
+from edgekit.runtime.errors import EdgekitError, InvalidInputError, ModelFileError, first_line
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class Runner:
     thread_safe = False      # True when concurrent run() calls are safe without a lock
 
     def __init__(self, model: bytes, settings=None, name: str = "model") -> None:
-        from runtime.settings import RuntimeSettings
+        from edgekit.runtime.settings import RuntimeSettings
 
         self.model = model
         self.settings = settings or RuntimeSettings()
@@ -102,7 +102,7 @@ class Runner:
         self._batch_one = False
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def activate(self) -> "Runner":
+    def activate(self) -> Runner:
         if self.is_active:
             raise EdgekitError(f"{self.backend} runner for {self.name} is already active")
         try:
@@ -129,7 +129,7 @@ class Runner:
 
     close = deactivate
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         return self.activate()
 
     def __exit__(self, *exc) -> None:

@@ -1,6 +1,6 @@
 """ai_edge_litert (LiteRT): the preferred TFLite backend (x86-64 and aarch64 wheels)."""
 
-from runtime.backends._tflite import TFLiteRunner
+from edgekit.runtime.backends._tflite import TFLiteRunner
 
 
 class LiteRTRunner(TFLiteRunner):

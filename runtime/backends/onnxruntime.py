@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.backends.base import Runner, TensorInfo
-from runtime.errors import InvalidInputError, first_line
+from edgekit.runtime.backends.base import Runner, TensorInfo
+from edgekit.runtime.errors import InvalidInputError, first_line
 
 ONNX_DTYPES = {
     "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,

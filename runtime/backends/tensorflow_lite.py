@@ -4,7 +4,7 @@ import os
 import warnings
 from types import SimpleNamespace
 
-from runtime.backends._tflite import TFLiteRunner
+from edgekit.runtime.backends._tflite import TFLiteRunner
 
 
 class TensorFlowLiteRunner(TFLiteRunner):

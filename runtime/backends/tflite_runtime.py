@@ -1,6 +1,6 @@
 """tflite_runtime: the only TFLite backend for 32-bit ARM (last release 2.14: Python <= 3.11, numpy < 2)."""
 
-from runtime.backends._tflite import TFLiteRunner
+from edgekit.runtime.backends._tflite import TFLiteRunner
 
 
 class TFLiteRuntimeRunner(TFLiteRunner):

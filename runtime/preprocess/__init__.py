@@ -10,15 +10,15 @@ Bad inputs raise runtime.errors.InvalidInputError with a one-line message.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from runtime.errors import InvalidInputError
-from runtime.preprocess.audio import AudioPreprocessor, utterance_probs
-from runtime.preprocess.image import ImagePreprocessor
-from runtime.preprocess.text import from_params as _text_from_params
+from edgekit.runtime.errors import InvalidInputError
+from edgekit.runtime.preprocess.audio import AudioPreprocessor, utterance_probs
+from edgekit.runtime.preprocess.image import ImagePreprocessor
+from edgekit.runtime.preprocess.text import from_params as _text_from_params
 
 __all__ = ["make_preprocessor", "utterance_probs"]
 

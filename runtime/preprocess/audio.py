@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import InvalidInputError
+from edgekit.runtime.errors import InvalidInputError
 
 
 def read_wav(path: str | Path, expected_rate: int | None = None) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import InvalidInputError
+from edgekit.runtime.errors import InvalidInputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".npy")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import InvalidInputError
+from edgekit.runtime.errors import InvalidInputError
 
 _ASCII_LOWER = str.maketrans({chr(c): chr(c + 32) for c in range(ord("A"), ord("Z") + 1)})
 _STRIP_PUNCTUATION = str.maketrans("", "", "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
