@@ -1,4 +1,8 @@
-"""Host-side helpers shared by train, export, verify and devices (never imported by runtime)."""
+"""The host core, below train, export, verify and devices (and above the runtime, which never imports
+it): the error a user can fix, atomic writes, progress lines, library versions, JSON reading.
+
+There is one error root, `edgekit.runtime.errors.EdgekitError`: every error edgekit raises on purpose
+is one, with a one-line message; the CLIs print it and exit 2."""
 
 from __future__ import annotations
 
@@ -15,11 +19,17 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from edgekit.runtime.errors import EdgekitError, first_line, last_line
+
+__all__ = ["EdgekitError", "UserError", "first_line", "last_line", "now_iso", "log", "progress", "sha256_file",
+           "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_dir", "library_versions",
+           "read_json", "quiet_tensorflow"]
+
 T = TypeVar("T")
 
 
-class UserError(Exception):
-    """A mistake the user can fix (missing file, bad option, bad data): printed as one line, exit 2."""
+class UserError(EdgekitError):
+    """A mistake the user can fix on the host (missing file, bad option, bad data): one line, exit 2."""
 
 
 def now_iso() -> str:

@@ -25,6 +25,7 @@ import numpy as np
 from edgekit.core import UserError, atomic_write_json, log
 from edgekit.devices import emulation
 from edgekit.runtime import profiles
+from edgekit.runtime.errors import last_line
 
 # Tolerances of a device run against a golden computed on the host from the SAME bundle: fp32 kernels
 # differ between x86 and ARM only in summation order (~1e-6). Integer kernels of one release are
@@ -193,11 +194,6 @@ def host_outputs(bundle: Path, x: np.ndarray) -> tuple[np.ndarray, str]:
         raise UserError(f"host run of {bundle.name} failed: {exc}") from None
 
 
-def _last_line(text: str) -> str:
-    lines = [l.strip() for l in (text or "").splitlines() if l.strip()]
-    return lines[-1] if lines else ""
-
-
 # --- the command --------------------------------------------------------------------------------
 
 def check(name: str, bundles: list[str], golden: str | None = None, samples: int = 8) -> dict:
@@ -268,8 +264,8 @@ def check(name: str, bundles: list[str], golden: str | None = None, samples: int
 
 def _crash_reason(rc: int, stderr: str) -> str:
     if rc < 0 or rc in (139, 134):
-        return f"device process crashed (signal {-rc if rc < 0 else rc - 128}): {_last_line(stderr)}"
-    return _last_line(stderr) or f"exit {rc}"
+        return f"device process crashed (signal {-rc if rc < 0 else rc - 128}): {last_line(stderr)}"
+    return last_line(stderr) or f"exit {rc}"
 
 
 def _host_arch() -> str:

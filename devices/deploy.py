@@ -19,6 +19,7 @@ from pathlib import Path
 from edgekit.core import UserError, atomic_write_json, log
 from edgekit.devices.check import make_golden, parse_json_output, read_bundle, stage_runtime
 from edgekit.runtime import profiles
+from edgekit.runtime.errors import last_line
 
 CONNECT_TIMEOUT_S = 15
 COMMAND_TIMEOUT_S = 1800
@@ -53,9 +54,9 @@ class Remote:
         except subprocess.TimeoutExpired:
             raise UserError(f"{what} on {self.target} timed out after {timeout:.0f} s") from None
         if proc.returncode == 255:
-            raise UserError(f"ssh to {self.target} port {self.port} failed: {_last(proc.stderr)}")
+            raise UserError(f"ssh to {self.target} port {self.port} failed: {last_line(proc.stderr)}")
         if check and proc.returncode != 0:
-            raise UserError(f"{what} on {self.target} failed: {_last(proc.stderr) or _last(proc.stdout)}")
+            raise UserError(f"{what} on {self.target} failed: {last_line(proc.stderr) or last_line(proc.stdout)}")
         return proc
 
     def copy(self, sources: list[Path], remote_dir: str) -> None:
@@ -64,12 +65,7 @@ class Remote:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
                               stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
-            raise UserError(f"scp to {self.target}:{remote_dir} failed: {_last(proc.stderr)}")
-
-
-def _last(text: str) -> str:
-    lines = [l.strip() for l in (text or "").splitlines() if l.strip()]
-    return lines[-1] if lines else ""
+            raise UserError(f"scp to {self.target}:{remote_dir} failed: {last_line(proc.stderr)}")
 
 
 def remote_path(path: str) -> str:
@@ -93,7 +89,7 @@ def deploy(name: str, bundle_path: str, target: str, port: int = 22, identity: s
                       f"sys.version.split()[0])'", "preparing the remote folder", check=False)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or len(lines) < 2:
-        raise UserError(f"{python} on {target} did not start: {_last(proc.stderr) or 'no output'}")
+        raise UserError(f"{python} on {target} did not start: {last_line(proc.stderr) or 'no output'}")
     abs_dir, (machine, py_version) = lines[0].strip(), lines[1].split()[:2]
     if machine != profile["arch"]:
         log(f"  note: the device reports {machine}, profile {profile['name']} expects {profile['arch']}")
@@ -118,12 +114,12 @@ def deploy(name: str, bundle_path: str, target: str, port: int = 22, identity: s
     golden_result = parse_json_output(g.stdout)
     if not golden_result or "passed" not in golden_result:
         raise UserError(f"golden comparison on {target} failed: "
-                        f"{(golden_result or {}).get('error') or _last(g.stderr) or _last(g.stdout)}")
+                        f"{(golden_result or {}).get('error') or last_line(g.stderr) or last_line(g.stdout)}")
     log(f"  benchmark on the device ({runs} runs)")
     b = remote.ssh(bench_cmd, "the benchmark")
     bench_result = parse_json_output(b.stdout)
     if not bench_result:
-        raise UserError(f"benchmark on {target} printed no JSON: {_last(b.stdout)}")
+        raise UserError(f"benchmark on {target} printed no JSON: {last_line(b.stdout)}")
     return {"device": profile["name"], "target": target, "port": port, "remote_dir": abs_dir,
             "remote_machine": machine, "remote_python": py_version, "bundle": bundle.name,
             "golden": {**source, **golden_result}, "bench": bench_result,

@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from edgekit import __version__
+from edgekit.runtime.cli import ArgumentParser, positive_int, run_command
 
 TASKS = ("text", "image", "speech")
 FORMATS = ("tflite", "onnx")
@@ -32,18 +33,8 @@ def _csv_choice(valid: tuple[str, ...]):
     return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="edgekit",
         description="Train, quantize, convert, verify and run Keras models on edge CPUs.",
     )
@@ -57,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="CSV/TSV file (text), folder of class folders (image), "
                                   "folder of WAV files (speech); default: embedded data")
     p.add_argument("--out", help="model directory to write (default: models/TASK)")
-    p.add_argument("--epochs", type=_positive_int, help="training epochs (default per task)")
+    p.add_argument("--epochs", type=positive_int, help="training epochs (default per task)")
     p.add_argument("--seed", type=int, default=0, help="seed for splits, init and shuffling")
     p.add_argument("--text-column", help="text column name (text task)")
     p.add_argument("--label-column", help="label column name (text task)")
@@ -65,12 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keras.applications backbone (image task)")
     p.add_argument("--weights", choices=("auto", "imagenet", "none"), default="auto",
                    help="image backbone weights: imagenet when available (auto), or random init")
-    p.add_argument("--input-size", type=_positive_int, help="image input side in pixels")
+    p.add_argument("--input-size", type=positive_int, help="image input side in pixels")
     p.add_argument("--fine-tune-epochs", type=int, default=None,
                    help="epochs of fine-tuning the unfrozen backbone after the head (image task)")
     p.add_argument("--features", choices=("log_mel", "mfcc"), help="speech features")
-    p.add_argument("--batch-size", type=_positive_int)
-    p.add_argument("--max-samples", type=_positive_int,
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--max-samples", type=positive_int,
                    help="use at most this many training samples (quick runs)")
 
     # export -----------------------------------------------------------------------------------
@@ -81,11 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: " + ",".join(FORMATS))
     p.add_argument("--variants", type=_csv_choice(VARIANTS), default=list(VARIANTS),
                    help="comma-separated: " + ",".join(VARIANTS))
-    p.add_argument("--calibration-samples", type=_positive_int, default=200,
+    p.add_argument("--calibration-samples", type=positive_int, default=200,
                    help="representative samples for full-integer calibration (default 200)")
     p.add_argument("--int8-io", choices=("float32", "int8", "uint8"), default="float32",
                    help="input/output type of the full int8 TFLite variant")
-    p.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset (>= 17)")
+    p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (>= 17)")
     p.add_argument("--device", help="also check ops against this device profile's backends")
     p.add_argument("--keep-float-layers", type=lambda t: [n.strip() for n in t.split(",") if n.strip()],
                    metavar="LAYER,...", help="int8: keep these Keras layers in float (selective "
@@ -109,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a gate, e.g. int8.max_accuracy_drop=2.0 (repeatable)")
     p.add_argument("--fix", action="store_true",
                    help="re-export failing int8 variants keeping the worst layers in float")
-    p.add_argument("--max-samples", type=_positive_int, help="evaluate at most this many samples")
+    p.add_argument("--max-samples", type=positive_int, help="evaluate at most this many samples")
     p.add_argument("--allow-unsafe", action="store_true",
                    help="allow loading a legacy .h5 model (such files can execute code)")
 
@@ -120,16 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--backend", choices=("auto", "litert", "tflite_runtime", "tensorflow", "onnxruntime"),
                    default="auto")
-    p.add_argument("--threads", type=_positive_int)
+    p.add_argument("--threads", type=positive_int)
     p.add_argument("--device", help="device profile supplying runtime defaults")
-    p.add_argument("--top-k", type=_positive_int, default=3)
+    p.add_argument("--top-k", type=positive_int, default=3)
 
     # bench ------------------------------------------------------------------------------------
     p = sub.add_parser("bench", help="latency and memory of a bundle, side by side with Keras")
     p.add_argument("bundle", metavar="BUNDLE")
-    p.add_argument("--threads", type=_positive_int)
-    p.add_argument("--runs", type=_positive_int, default=100)
-    p.add_argument("--warmup", type=_positive_int, default=10)
+    p.add_argument("--threads", type=positive_int)
+    p.add_argument("--runs", type=positive_int, default=100)
+    p.add_argument("--warmup", type=positive_int, default=10)
     p.add_argument("--compare-keras", metavar="MODEL_DIR", help="also time the Keras model")
     p.add_argument("--baseline", metavar="BUNDLE",
                    help="also time another bundle in the same loop (e.g. fp32 next to int8)")
@@ -148,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("name", metavar="NAME")
     d.add_argument("bundles", nargs="+", metavar="BUNDLE")
     d.add_argument("--golden", metavar="FILE", help="golden npz (default: computed on the host)")
-    d.add_argument("--samples", type=_positive_int, default=8, help="inputs to compare (default 8)")
+    d.add_argument("--samples", type=positive_int, default=8, help="inputs to compare (default 8)")
     d.add_argument("--json", dest="json_path", metavar="FILE")
 
     # deploy -----------------------------------------------------------------------------------
@@ -156,12 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help="device profile")
     p.add_argument("bundle", metavar="BUNDLE")
     p.add_argument("--ssh", required=True, metavar="USER@HOST")
-    p.add_argument("--port", type=_positive_int, default=22)
+    p.add_argument("--port", type=positive_int, default=22)
     p.add_argument("--identity", metavar="KEY", help="ssh private key")
     p.add_argument("--python", default="python3", help="Python on the device (default python3)")
     p.add_argument("--remote-dir", default="~/edgekit-deploy")
     p.add_argument("--golden", metavar="FILE", help="golden npz (default: computed on the host)")
-    p.add_argument("--runs", type=_positive_int, default=50, help="bench runs on the device")
+    p.add_argument("--runs", type=positive_int, default=50, help="bench runs on the device")
     p.add_argument("--json", dest="json_path", metavar="FILE")
 
     # pipeline ---------------------------------------------------------------------------------
@@ -193,36 +184,11 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module_name, func_name = COMMANDS[args.command].split(":")
-    try:
-        func = getattr(importlib.import_module(module_name), func_name)
-        return int(func(args) or 0)
-    except KeyboardInterrupt:
-        print("edgekit: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # output piped into `head` and friends: stop quietly
-        import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
-    except Exception as exc:  # one clear line, no traceback unless --debug
-        if args.debug:
-            raise
-        from edgekit.core import UserError
+    def command():
+        return getattr(importlib.import_module(module_name), func_name)(args)
 
-        runtime_errors: tuple = ()
-        try:
-            from edgekit.runtime.errors import EdgekitError
-
-            runtime_errors = (EdgekitError,)
-        except ImportError:  # pragma: no cover
-            pass
-        if isinstance(exc, (UserError, *runtime_errors)):
-            print(f"edgekit {args.command}: error: {exc}", file=sys.stderr)
-            return 2
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"edgekit {args.command}: internal error: {type(exc).__name__}: {message} "
-              f"(run with --debug for the traceback)", file=sys.stderr)
-        return 3
+    return run_command(f"edgekit {args.command}", command, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
-from edgekit.core import UserError, quiet_tensorflow
+from edgekit.core import UserError, first_line, quiet_tensorflow
 
 CRASH_HOOK = "EDGEKIT_EXPORT_CRASH"
 
@@ -45,7 +45,7 @@ def _first_line(exc: BaseException) -> str:
     lines = [l.strip() for l in text.splitlines() if l.strip()]
     # TF converter errors start with a location line; the useful part has "error:" in it.
     useful = next((l.split("error:", 1)[1].strip() for l in lines if "error:" in l), None)
-    return f"{type(exc).__name__}: {useful or (lines[0] if lines else 'no message')}"[:500]
+    return f"{type(exc).__name__}: {useful or first_line(exc)}"[:500]
 
 
 def _parity(reference, got) -> float | None:

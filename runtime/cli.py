@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from edgekit.runtime.errors import EdgekitError, InvalidInputError
+from edgekit.runtime.errors import EdgekitError, InvalidInputError, first_line
 
 BACKEND_CHOICES = ("auto", "litert", "tflite_runtime", "tensorflow", "onnxruntime")
 # Fallback tolerances when neither the golden file's meta nor a flag gives one. Reasons: fp32 differs
@@ -34,8 +35,16 @@ DEFAULT_TOLERANCE = {
 }
 
 
-def _positive_int(text: str) -> int:
-    # Same as edgekit.cli's: runtime runs on devices without edgekit's host packages, so no import.
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse without abbreviations, for every parser and subparser of both CLIs: flags are a
+    contract, so `--calibration` must never be read as `--calibration-samples`."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -43,6 +52,31 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def run_command(prog: str, command, debug: bool = False) -> int:
+    """Run `command() -> exit code` the way both CLIs end: an EdgekitError (a user mistake, a bad
+    input or model file) is one line and exit 2; an unexpected error is one line and exit 3 (with
+    --debug, the traceback); Ctrl-C is 130; a closed output pipe (`| head`) ends quietly."""
+    try:
+        return int(command() or 0)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except EdgekitError as exc:
+        if debug:
+            raise
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"{prog}: internal error: {type(exc).__name__}: {first_line(exc)} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 3
 
 
 def _load(args, **extra):
@@ -196,20 +230,21 @@ def bench_command(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m edgekit.runtime", description="edgekit device-side runtime")
+    parser = ArgumentParser(prog="python -m edgekit.runtime", description="edgekit device-side runtime")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p):
         p.add_argument("bundle", metavar="BUNDLE")
         p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
-        p.add_argument("--threads", type=_positive_int)
+        p.add_argument("--threads", type=positive_int)
         p.add_argument("--device", help="device profile name or .json file supplying defaults")
         p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("predict", help="labels with probabilities for texts, images or WAV files")
     common(p)
     p.add_argument("inputs", nargs="+", metavar="INPUT")
-    p.add_argument("--top-k", type=_positive_int, default=3)
+    p.add_argument("--top-k", type=positive_int, default=3)
     p = sub.add_parser("golden", help="compare the bundle with a golden npz from `edgekit verify --save-golden`")
     common(p)
     p.add_argument("golden", metavar="GOLDEN.npz")
@@ -217,8 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-agreement", type=float, help="min top-1 agreement (default: golden meta)")
     p = sub.add_parser("bench", help="latency percentiles and peak RSS of the bare model call")
     common(p)
-    p.add_argument("--runs", type=_positive_int, default=100)
-    p.add_argument("--warmup", type=_positive_int, default=10)
+    p.add_argument("--runs", type=positive_int, default=100)
+    p.add_argument("--warmup", type=positive_int, default=10)
     return parser
 
 
@@ -227,11 +262,4 @@ COMMANDS = {"predict": predict_command, "golden": golden_command, "bench": bench
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(COMMANDS[args.command](args) or 0)
-    except EdgekitError as exc:
-        print(f"runtime {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("runtime: interrupted", file=sys.stderr)
-        return 130
+    return run_command(f"edgekit.runtime {args.command}", lambda: COMMANDS[args.command](args), debug=args.debug)

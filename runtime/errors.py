@@ -29,9 +29,18 @@ class SettingsError(EdgekitError, ValueError):
     """A runtime setting or device profile is invalid or unknown."""
 
 
-def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception from a backend, for wrapping it in one of ours."""
+def first_line(exc: BaseException | str, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (or of a text), for wrapping a library's
+    error in one of ours; an exception with an empty message gives its class name."""
     for line in str(exc).splitlines():
         if line.strip():
-            return line.strip()[:300]
-    return type(exc).__name__
+            return line.strip()[:limit]
+    return type(exc).__name__ if isinstance(exc, BaseException) else ""
+
+
+def last_line(text: str | bytes | None, limit: int = 400) -> str:
+    """The last non-empty line of a child process's output (where its error message ends up)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1][:limit] if lines else ""

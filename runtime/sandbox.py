@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 
-from edgekit.runtime.errors import EdgekitError, ModelFileError, first_line
+from edgekit.runtime.errors import EdgekitError, ModelFileError, first_line, last_line
 
 PROBE_TIMEOUT_S = 120.0
 
@@ -66,10 +66,9 @@ def child_command(fmt: str, backend: str, name: str, settings_json: str) -> list
 
 
 def _last_line(stderr: bytes) -> str:
-    lines = [l.strip() for l in stderr.decode("utf-8", "replace").splitlines() if l.strip()]
-    # backends log INFO lines ("Created TensorFlow Lite XNNPACK delegate"); keep ours
-    ours = [l for l in lines if l.startswith("sandbox: ")]
-    return (ours[-1][len("sandbox: "):] if ours else (lines[-1] if lines else ""))[:400]
+    # backends log INFO lines ("Created TensorFlow Lite XNNPACK delegate"); prefer ours
+    ours = [l for l in stderr.decode("utf-8", "replace").splitlines() if l.startswith("sandbox: ")]
+    return last_line(ours[-1][len("sandbox: "):] if ours else stderr)
 
 
 def _child(argv: list[str]) -> int:

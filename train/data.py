@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.core import UserError, log
+from edgekit.core import UserError, first_line, log
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 FSDD_NAME = re.compile(r"^(?P<label>[^_]+)_(?P<speaker>[^_]+)_(?P<take>\d+)$")
@@ -212,7 +212,7 @@ def _read_image_split(folder: Path, skipped: Counter, bad: list[str]) -> tuple[l
                 images.append(decode_image(f))
             except Exception as exc:  # Pillow raises many types for corrupt files
                 skipped["unreadable images"] += 1
-                bad.append(f"{f}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+                bad.append(f"{f}: {first_line(exc)}")
                 continue
             names.append(class_dir.name)
     return images, names

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.core import UserError, log
+from edgekit.core import UserError, first_line, log
 from edgekit.train import TrainResult, accuracy, pick_calibration, pick_heldout
 from edgekit.train.data import Dataset, load_images
 from edgekit.train.models import BACKBONE_MIN_SIZE, build_backbone, build_image_model
@@ -75,7 +75,7 @@ def _imagenet_backbone(backbone: str, size: int, alpha: float, required: bool):
             warnings.simplefilter("ignore", UserWarning)
             return build_backbone(backbone, size, "imagenet", alpha)
     except Exception as exc:  # download errors come as URLError, HTTPError, OSError, ValueError...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         if required:
             raise UserError(f"ImageNet weights for {backbone} are unavailable ({reason}); put them in "
                             "~/.keras/models or use --weights none") from None

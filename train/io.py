@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit.core import UserError, quiet_tensorflow, read_json
+from edgekit.core import UserError, first_line, quiet_tensorflow, read_json
 
 METADATA = "edgekit.json"
 
@@ -44,6 +44,6 @@ def load_model(model_dir: str | Path, allow_unsafe: bool = False):
         else:
             model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # corrupt or foreign file: one line, not a Keras traceback
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise UserError(f"cannot load {path}: {first}") from None
     return model, metadata

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import __version__
-from edgekit.core import UserError, atomic_dir, log, now_iso, sha256_file
+from edgekit.core import UserError, atomic_dir, first_line, log, now_iso, sha256_file
 from edgekit.verify import layers
 from edgekit.verify.evaluate import EvalData, Task, evaluate_bundle, find_bundles, read_manifest, reference_summary
 from edgekit.verify.gates import Gate, gate_for, gates_from_tolerances, tolerances
@@ -157,7 +157,7 @@ def _onnx_layers(entry: dict, float_entry: dict | None, x: np.ndarray, samples: 
     try:
         return layers.onnx_layer_errors(model_file(float_entry), model_file(entry), x, samples)
     except Exception as exc:  # noqa: BLE001 - a debugging aid must not sink the verification
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
         return {"skipped": f"qdq_loss_debug failed: {type(exc).__name__}: {message}"}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.core import UserError
+from edgekit.core import UserError, first_line
 from edgekit.runtime.compare import compare, confidence_margin
 from edgekit.verify.gates import CONFIDENCE_MARGIN_FLOOR, Gate, check
 
@@ -196,7 +196,7 @@ def evaluate_bundle(bundle: Path, data: EvalData, reference: np.ndarray, task: T
         if not np.all(np.isfinite(output)):
             raise ValueError("outputs contain NaN or inf")
     except Exception as exc:  # noqa: BLE001 - any failure of one bundle is that bundle's result
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
         entry.update(passed=False, reasons=[f"cannot run: {message}"], error=message,
                      seconds=time.perf_counter() - start)
         return entry

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.core import UserError, atomic_write_bytes
+from edgekit.core import UserError, atomic_write_bytes, first_line
 
 GOLDEN_FORMAT = 1
 
@@ -62,7 +62,7 @@ def load_golden(path: str | Path) -> Golden:
                 utterance_y=data["utterance_y"] if "utterance_y" in data.files else None,
                 meta=json.loads(str(data["meta"])))
     except (OSError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read golden file {path}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot read golden file {path}: {first_line(exc)}") from None
     if len(golden.x) != len(golden.reference):
         raise UserError(f"{path}: {len(golden.x)} inputs but {len(golden.reference)} reference outputs")
     return golden

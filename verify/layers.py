@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.core import UserError
+from edgekit.core import UserError, first_line
 
 DEFAULT_CONVERTER_FACTORY = "edgekit.export.tflite:build_converter"
 CHILD_TIMEOUT_S = 600
@@ -252,7 +252,7 @@ def child_main(argv: list[str] | None = None) -> int:
         else:
             result = layer_table(debugger)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
         print(f"LAYERS-ERROR: {type(exc).__name__}: {message}", file=sys.stderr)
         return 1
     args.out.write_text(json.dumps(result))
