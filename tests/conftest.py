@@ -23,7 +23,7 @@ pytest_plugins = ["bundles"]
 
 # Fixtures that train or convert: a test using any of them is slow by definition, so that
 # `make test-fast` (-m "not slow") trains and converts nothing, whatever its author remembered.
-TRAINING_FIXTURES = {"rt_bundles", "trained_dir", "exports", "exported_dir"}
+TRAINING_FIXTURES = {"rt_bundles", "trained_dir", "exports", "exported_dir", "tiny"}
 
 
 def pytest_collection_modifyitems(config, items):

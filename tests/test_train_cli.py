@@ -26,6 +26,7 @@ def small_tsv(tmp_path):
     return path
 
 
+@pytest.mark.slow  # trains
 def test_train_text_cli_writes_a_complete_model_dir(small_tsv, tmp_path, capsys):
     out = tmp_path / "models" / "text"
     code = cli.main(["train", "text", "--data", str(small_tsv), "--out", str(out), "--epochs", "4"])
@@ -61,6 +62,7 @@ def test_train_text_cli_writes_a_complete_model_dir(small_tsv, tmp_path, capsys)
     assert f"wrote {out}" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains
 def test_failed_run_leaves_no_directory(small_tsv, tmp_path, monkeypatch):
     def broken_fit(dataset, workdir, **kwargs):
         (workdir / "model.keras").write_bytes(b"half written")
@@ -96,6 +98,7 @@ def _weights(path):
     return [w.copy() for w in load_model(path)[0].get_weights()]
 
 
+@pytest.mark.slow  # trains
 def test_same_seed_gives_the_same_model(small_tsv, tmp_path):
     from edgekit.train import train_model
 
@@ -108,6 +111,7 @@ def test_same_seed_gives_the_same_model(small_tsv, tmp_path):
     np.testing.assert_array_equal(np.load(a / "heldout.npz")["x"], np.load(b / "heldout.npz")["x"])
 
 
+@pytest.mark.slow  # trains
 def test_embedded_text_data_is_synthetic_and_learnable(tmp_path, capsys):
     from edgekit.train import train_model
 
@@ -118,6 +122,7 @@ def test_embedded_text_data_is_synthetic_and_learnable(tmp_path, capsys):
     assert "SYNTHETIC" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains
 def test_embedded_speech_data_is_synthetic_and_learnable(tmp_path):
     from edgekit.train import train_model
 
