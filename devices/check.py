@@ -23,22 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.core import UserError, atomic_write_json, log
-from edgekit.devices import emulation
-from edgekit.runtime import profiles
-from edgekit.runtime.errors import last_line
+from edgekit.devices import emulation, phone
+from edgekit.runtime import gates, profiles
+from edgekit.runtime.bundle import read_manifest
+from edgekit.runtime.errors import EdgekitError, last_line
+from edgekit.runtime.golden import Golden
+from edgekit.runtime.golden import read as read_golden
+from edgekit.runtime.kinds import batch_size
+from edgekit.runtime.synthetic import synthetic_inputs
 
-# Tolerances of a device run against a golden computed on the host from the SAME bundle: fp32 kernels
-# differ between x86 and ARM only in summation order (~1e-6). Integer kernels of one release are
-# bit-exact across CPUs (ai-edge-litert 2.3 on emulated Cortex-A72 vs x86: 0), but releases round
-# requantization differently: tflite-runtime 2.14 on armv7 vs ai-edge-litert 2.3 on x86 differed by
-# 0.043 (11 output steps of 1/256) on the default int8 image model, with every top-1 class equal.
-SAME_BUNDLE_TOLERANCE = {
-    "fp32": {"max_abs_error": 1e-4, "min_agreement": 0.99},
-    "fp16": {"max_abs_error": 1e-4, "min_agreement": 0.99},
-    "dynamic": {"max_abs_error": 6e-2, "min_agreement": 0.99},
-    "int8": {"max_abs_error": 6e-2, "min_agreement": 0.99},
-    "int16x8": {"max_abs_error": 6e-2, "min_agreement": 0.99},
-}
 EMULATED_NOTE = "emulated: timings not meaningful"
 DEVICE_TIMEOUT_S = 1800
 
@@ -47,16 +40,10 @@ DEVICE_TIMEOUT_S = 1800
 
 def read_bundle(path: str | os.PathLike) -> tuple[Path, dict]:
     bundle = Path(path)
-    manifest_path = bundle / "manifest.json"
-    if not manifest_path.is_file():
-        raise UserError(f"not a bundle (no manifest.json): {bundle}")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{manifest_path} is not valid JSON ({exc})") from None
-    for key in ("format", "variant", "model_file", "inputs", "outputs"):
+    manifest = read_manifest(bundle)
+    for key in ("variant", "inputs", "outputs"):
         if key not in manifest:
-            raise UserError(f"{manifest_path} lacks {key!r}")
+            raise UserError(f"{bundle / 'manifest.json'} lacks {key!r}; re-export the bundle")
     if not (bundle / manifest["model_file"]).is_file():
         raise UserError(f"{bundle / manifest['model_file']} is missing")
     return bundle.resolve(), manifest
@@ -83,24 +70,12 @@ def find_heldout(bundle: Path, manifest: dict) -> Path | None:
 
 
 def random_inputs(bundle: Path, manifest: dict, samples: int, seed: int = 0) -> np.ndarray:
-    """Random inputs that the model accepts: token ids below the vocabulary size, features ~N(0,1)."""
-    spec = manifest["inputs"][0]
-    shape = [samples] + [1 if (d is None or d < 0) else int(d) for d in spec["shape"][1:]]
-    dtype = np.dtype(spec["dtype"])
-    rng = np.random.default_rng(seed)
-    if (spec.get("quantization") or {}).get("scale"):  # int8 io: the runtime quantizes float features
-        return np.clip(rng.standard_normal(shape), -3, 3).astype(np.float32)
-    if np.issubdtype(dtype, np.integer):
-        vocab = bundle / (manifest.get("preprocessing") or {}).get("vocab_file", "assets/vocab.txt")
-        high = 100
-        if vocab.is_file():
-            high = max(3, sum(1 for _ in vocab.open(encoding="utf-8")))
-        x = rng.integers(2, high, size=shape)
-        if x.ndim == 2:  # right-padded like real sequences
-            lengths = rng.integers(1, shape[1] + 1, size=shape[0])
-            x[np.arange(shape[1])[None, :] >= lengths[:, None]] = 0
-        return x.astype(dtype)
-    return np.clip(rng.standard_normal(shape), -3, 3).astype(dtype)
+    """Random inputs that the model accepts (the runtime's synthetic generator): token ids below the
+    vocabulary size, standardized features."""
+    vocab = bundle / ((manifest.get("preprocessing") or {}).get("vocab_file") or "assets/vocab.txt")
+    vocab_size = sum(1 for _ in vocab.open(encoding="utf-8")) if vocab.is_file() else None
+    feed = synthetic_inputs(manifest["inputs"], samples, seed, vocab_size)
+    return next(iter(feed.values())) if len(feed) == 1 else feed  # several inputs: by name
 
 
 def golden_inputs(bundle: Path, manifest: dict, samples: int) -> tuple[np.ndarray, str]:
@@ -153,19 +128,13 @@ def make_golden(bundle: Path, manifest: dict, samples: int, stage: Path, out: Pa
     """Write the golden npz the device compares against; returns a description."""
     if golden_file:
         path = Path(golden_file)
-        if not path.is_file():
-            raise UserError(f"golden file not found: {path}")
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in ("x", "reference") if k not in data.files]
-            if missing:
-                raise UserError(f"golden file {path} lacks {', '.join(missing)}")
-            arrays = {k: data[k] for k in data.files}
-        n = min(samples, len(arrays["x"]))
-        for key in ("x", "reference", "y"):
-            if key in arrays:
-                arrays[key] = arrays[key][:n]
-        np.savez(out, **arrays)
-        return {"golden": str(path), "reference_source": "golden file", "samples": n}
+        try:
+            golden = read_golden(path)
+        except EdgekitError as exc:
+            raise UserError(str(exc)) from None
+        golden = golden.head(samples)
+        np.savez(out, **golden.arrays())
+        return {"golden": str(path), "reference_source": "golden file", "samples": batch_size(golden.x)}
     key = manifest.get("name")
     if inputs_cache is not None and key in inputs_cache:
         x, where = inputs_cache[key]
@@ -175,11 +144,12 @@ def make_golden(bundle: Path, manifest: dict, samples: int, stage: Path, out: Pa
             inputs_cache[key] = (x, where)
     reference, backend = host_outputs(bundle, x)
     variant = manifest["variant"]
+    # Same bundle, another machine: the table's SAME_BUNDLE entry, not the bundle-vs-Keras gate.
     meta = {"task": manifest.get("task"), "labels": manifest.get("labels"), "bundle": bundle.name,
             "reference_source": "host-bundle", "inputs": where, "host_backend": backend,
-            "tolerance": {variant: SAME_BUNDLE_TOLERANCE.get(variant, SAME_BUNDLE_TOLERANCE["int8"])}}
-    np.savez(out, x=x, reference=reference, meta=np.array(json.dumps(meta)))
-    return {"reference_source": "host (same bundle)", "inputs": where, "samples": int(len(x)),
+            "tolerance": {variant: gates.gate(variant, gates.SAME_BUNDLE).to_dict()}}
+    np.savez(out, **Golden(x, reference, None, None, meta).arrays())
+    return {"reference_source": "host (same bundle)", "inputs": where, "samples": batch_size(x),
             "host_backend": meta["host_backend"]}
 
 
@@ -198,6 +168,8 @@ def host_outputs(bundle: Path, x: np.ndarray) -> tuple[np.ndarray, str]:
 
 def check(name: str, bundles: list[str], golden: str | None = None, samples: int = 8) -> dict:
     profile = profiles.load(name)
+    if phone.is_phone(profile):  # phones run bundles through MediaPipe Tasks: devices/phone.py
+        return phone.check(name, bundles, per_class=samples)
     items = [read_bundle(b) for b in bundles]
     start = time.perf_counter()
     native = profile.get("qemu") is None and profile["arch"] == _host_arch()
@@ -291,6 +263,8 @@ def format_result(r: dict) -> str:
 
 
 def run(args) -> int:
+    if phone.is_phone(profiles.load(args.name)):
+        return phone.run(args)
     summary = check(args.name, args.bundles, golden=args.golden, samples=args.samples)
     print(f"devices check {summary['device']} ({summary['title']})")
     if summary["emulation"]:

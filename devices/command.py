@@ -1,4 +1,4 @@
-"""`edgekit devices list | show NAME | check NAME BUNDLE...`."""
+"""`edgekit devices list | show NAME | check NAME BUNDLE... | estimate NAME BUNDLE`."""
 
 from __future__ import annotations
 
@@ -42,6 +42,12 @@ def show_text(p: dict) -> str:
         lines.append("  emulation        none")
     if p.get("notes"):
         lines.append(f"  notes            {p['notes']}")
+    model = p.get("cost_model")
+    if model:
+        rates = ", ".join(f"{k} {v}" for k, v in model["gmacs_per_core"].items())
+        lines += [f"  cost model       GMAC/s per core: {rates}; {model['gbytes_per_s_per_core']} GB/s per core; "
+                  f"{model['op_overhead_us']} us per op (for ESTIMATES: `edgekit devices estimate`)",
+                  f"  cost model basis {model['basis']}"]
     if p["reference_figures"]:
         lines.append("  published reference figures (not measured by edgekit unless stated):")
         for f in p["reference_figures"]:
@@ -67,6 +73,10 @@ def run(args) -> int:
         from edgekit.devices import check
 
         return check.run(args)
+    if action == "estimate":
+        from edgekit.devices import estimate
+
+        return estimate.run(args)
     raise ValueError(f"unknown devices action {action!r}")  # argparse prevents this
 
 

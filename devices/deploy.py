@@ -3,7 +3,7 @@ and a golden file to a real device with the system's ssh/scp, then run the golde
 `python -m edgekit.runtime bench` there, and report both. These timings are real device latencies.
 
 The device needs Python 3 with numpy and one backend (ai-edge-litert / onnxruntime, or tflite-runtime
-on 32-bit ARM): `pip install 'edgekit[runtime]'` installs exactly that; nothing else is imported.
+on 32-bit ARM): `pip install 'keras-edgekit[runtime]'` installs exactly that; nothing else is imported.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def deploy(name: str, bundle_path: str, target: str, port: int = 22, identity: s
         shutil.copytree(bundle, stage / "bundle" / bundle.name,
                         ignore=shutil.ignore_patterns("__pycache__"))
         log(f"  copying runtime, {bundle.name} and golden.npz to {target}:{abs_dir}")
-        remote.ssh(f"cd {qdir} && rm -rf runtime devices bundle golden.npz",
+        remote.ssh(f"cd {qdir} && rm -rf edgekit bundle golden.npz",
                    "cleaning the remote folder")
         remote.copy(sorted(stage.iterdir()), abs_dir)
     rbundle = f"bundle/{bundle.name}"

@@ -1,5 +1,5 @@
 """`edgekit bench BUNDLE`: latency and memory of a bundle, side by side with the bare backend call
-and (with --compare-keras MODEL_DIR) with Keras, all in one run, batch 1, after warm-up.
+and (with --compare-keras MODEL: a model directory or .keras file) with Keras, all in one run, batch 1, after warm-up.
 
 Measured (milliseconds, p50/p90/p99 each; the headline `*_ms` values are medians):
 - runtime_ms      `runner.run_checked` on a prepared (quantized, validated) input: our wrapper
@@ -10,15 +10,22 @@ Measured (milliseconds, p50/p90/p99 each; the headline `*_ms` values are medians
                   call on the float input (Keras loaded in safe mode).
 runtime and bare calls are timed alternately, so load from other processes hits both alike.
 Cold start runs in a fresh process: import runtime, load the bundle, first result.
+With --serve [N]: requests per second and latency through `edgekit serve` over loopback with N
+client threads, next to the runtime in-process with 1 and N threads (`measure_serve`).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -53,7 +60,9 @@ def cold_start(bundle: str | Path, backend: str | None = None, threads: int | No
             "cold_start_peak_rss_mb": child["peak_rss_mb"], "cold_start_heavy_modules": child["heavy_modules"]}
 
 
-def _keras_timings(model_dir: str, x: np.ndarray, runs: int, warmup: int, allow_unsafe: bool) -> dict:
+def _keras_timings(model_dir: str, x, runs: int, warmup: int, allow_unsafe: bool) -> dict:
+    """Keras timings of the model (a model directory or a .keras file) on `x` (an array, or a dict
+    input name -> array)."""
     from edgekit.runtime.timing import summary, time_calls
     from edgekit.train.io import load_model
 
@@ -63,9 +72,9 @@ def _keras_timings(model_dir: str, x: np.ndarray, runs: int, warmup: int, allow_
     log("  timing Keras model.predict ...")
     predict_ms = time_calls(lambda: keras_model.predict(x, verbose=0), runs, warmup)
     call = tf.function(lambda t: keras_model(t, training=False), jit_compile=False)
-    tx = tf.constant(x)
+    tx = tf.nest.map_structure(tf.constant, x)
     log("  timing Keras tf.function call ...")
-    call_ms = time_calls(lambda: call(tx).numpy(), runs, warmup)
+    call_ms = time_calls(lambda: tf.nest.map_structure(lambda t: t.numpy(), call(tx)), runs, warmup)
     return {"keras_predict": summary(predict_ms), "keras_call": summary(call_ms)}
 
 
@@ -118,8 +127,9 @@ def measure(bundle: str | Path, runs: int = 100, warmup: int = 10, threads: int 
         result.update(cold_start(bundle, backend, threads))
     if compare_keras:
         # Keras gets the float input (what the int8 model quantizes internally).
-        xk = x if isinstance(x, np.ndarray) else next(iter(x.values()))
-        result.update(_keras_timings(compare_keras, xk, runs, warmup, allow_unsafe))
+        # Keras gets the float input (what the int8 model quantizes internally); a several-input
+        # model's inputs by name (the bundle's input names are the Keras model's).
+        result.update(_keras_timings(compare_keras, x, runs, warmup, allow_unsafe))
         result["peak_rss_with_keras_mb"] = peak_rss_mb()
     for key in ("runtime", "bare_invoke", "keras_predict", "keras_call", "baseline"):
         if key in result:
@@ -177,15 +187,164 @@ def format_summary(r: dict) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------ through the server
+_SERVE_READY = re.compile(r"serving .* on http://127\.0\.0\.1:(\d+) ")
+
+
+def _start_server(bundle, workers: int, backend: str | None):
+    """`python -m edgekit.runtime serve BUNDLE` on a free loopback port -> (process, port)."""
+    cmd = [sys.executable, "-m", "edgekit.runtime", "serve", str(bundle), "--port", "0", "--threads", str(workers)]
+    if backend:
+        cmd += ["--backend", backend]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    for line in proc.stderr:  # until the server says where it listens
+        lines.append(line.strip())
+        m = _SERVE_READY.search(line)
+        if m:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep draining the pipe
+            return proc, int(m.group(1))
+    proc.wait()
+    raise RuntimeError(f"the server did not start: {lines[-1] if lines else proc.returncode}")
+
+
+def _load(clients: int, per_client: int, warmup: int, make_call) -> dict:
+    """`clients` threads each make `warmup` untimed then `per_client` timed calls of their own
+    `make_call(i)()`, all starting together -> requests per second over the wall time, and latency."""
+    calls = [make_call(i) for i in range(clients)]
+    times = [np.empty(per_client) for _ in range(clients)]
+    barrier = threading.Barrier(clients + 1)
+    clock = time.perf_counter
+
+    errors: list[BaseException] = []
+
+    def client(i: int) -> None:
+        call, out = calls[i], times[i]
+        try:
+            for _ in range(warmup):
+                call()
+            barrier.wait()
+            for j in range(per_client):
+                t = clock()
+                call()
+                out[j] = clock() - t
+        except threading.BrokenBarrierError:
+            pass
+        except Exception as exc:  # reported below; the other clients must not wait for this one
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        pass
+    start = clock()
+    for t in threads:
+        t.join()
+    wall = clock() - start
+    if errors:
+        raise RuntimeError(f"a client failed: {type(errors[0]).__name__}: {errors[0]}")
+    from edgekit.runtime.timing import summary
+
+    ms = np.concatenate(times) * 1e3
+    return {"clients": clients, "requests": int(ms.size), "requests_per_s": round(ms.size / wall, 1),
+            "latency_ms": summary(ms)}
+
+
+def measure_serve(bundle, clients: int | None = None, runs: int = 100, warmup: int = 10,
+                  backend: str | None = None) -> dict:
+    """Batch-1 requests per second and latency three ways, in one run on the same input:
+    - in_process_1: one thread calling `EdgeModel.predict_tensors` (one single-threaded interpreter);
+    - in_process_N: N threads, each with its own single-threaded interpreter (what the server does);
+    - server: N client threads sending `:predict` JSON over loopback HTTP (keep-alive) to
+      `edgekit serve --threads N` in a child process (which shares the CPU with the clients).
+    Each client makes `runs` timed requests after `warmup` untimed ones."""
+    import http.client
+
+    from edgekit import runtime
+    from edgekit.runtime.serve.pool import default_workers
+
+    clients = clients or default_workers()
+    name = Path(bundle).resolve().name
+    models = [runtime.load(bundle, backend=backend, threads=1) for _ in range(clients)]
+    try:
+        x = models[0].example_tensors(1)
+        expected = models[0].predict_tensors(x).tolist()
+        log(f"  serve: in-process, 1 thread and {clients} threads ...")
+        one = _load(1, runs * clients, warmup, lambda i: lambda: models[0].predict_tensors(x))
+        many = _load(clients, runs, warmup, lambda i: lambda: models[i].predict_tensors(x))
+    finally:
+        for m in models:
+            m.close()
+    body = json.dumps({"inputs": x.tolist() if isinstance(x, np.ndarray)
+                       else {k: v.tolist() for k, v in x.items()}}).encode()
+    path = f"/v1/models/{quote(name)}:predict"
+    headers = {"Content-Type": "application/json"}
+    log(f"  serve: {clients} clients over loopback HTTP ...")
+    proc, port = _start_server(bundle, clients, backend)
+    connections = []
+    try:
+        def make_call(i):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            connections.append(conn)
+
+            def call():
+                conn.request("POST", path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"server answered {resp.status}: {data[:200]!r}")
+                return data
+            return call
+
+        answer = json.loads(make_call(-1)())["predictions"]
+        if answer != expected:
+            raise RuntimeError("the server's answer differs from the in-process runtime's on the same input")
+        served = _load(clients, runs, warmup, make_call)
+    finally:
+        for conn in connections:
+            conn.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return {"clients": clients, "cpu_cores": os.cpu_count(), "in_process_1": one, "in_process_N": many,
+            "server": served,
+            "server_over_in_process_N": round(served["requests_per_s"] / max(many["requests_per_s"], 1e-9), 3)}
+
+
+def format_serve(s: dict) -> str:
+    def row(label, r):
+        lat = r["latency_ms"]
+        return (f"  {label:<34} {r['requests_per_s']:9.1f} req/s   p50 {lat['p50']:8.3f}  p99 {lat['p99']:8.3f} ms"
+                f"  ({r['requests']} requests)")
+
+    n = s["clients"]
+    return "\n".join([f"  serve ({n} clients, {s['cpu_cores']} CPU cores, batch 1):",
+                      row("in-process, 1 thread", s["in_process_1"]),
+                      row(f"in-process, {n} threads x 1 interpreter", s["in_process_N"]),
+                      row(f"server over loopback, {n} clients", s["server"]),
+                      f"  server / in-process {n} threads = {s['server_over_in_process_N']:.2f}x requests per second"])
+
+
 def run(args) -> int:
     result = measure(args.bundle, runs=args.runs, warmup=args.warmup, threads=args.threads,
                      backend=None if args.backend in (None, "auto") else args.backend,
                      compare_keras=args.compare_keras, allow_unsafe=getattr(args, "allow_unsafe", False),
                      baseline=getattr(args, "baseline", None))
+    if getattr(args, "serve", None) is not None:
+        result["serve"] = measure_serve(args.bundle, clients=args.serve or None, runs=args.runs, warmup=args.warmup,
+                                        backend=None if args.backend in (None, "auto") else args.backend)
     if args.json_path:
         from edgekit.core import atomic_write_text
 
         atomic_write_text(args.json_path, json.dumps(result, indent=2) + "\n")
         log(f"bench: wrote {args.json_path}")
     log(format_summary(result))
+    if "serve" in result:
+        log(format_serve(result["serve"]))
     return 0

@@ -12,8 +12,8 @@ import sys
 
 from edgekit import __version__
 from edgekit.runtime.cli import ArgumentParser, positive_int, run_command
+from edgekit.train import TASKS  # the registered training kinds (train/__init__.py KINDS)
 
-TASKS = ("text", "image", "speech")
 FORMATS = ("tflite", "onnx")
 VARIANTS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 BACKBONES = ("mobilenet_v2", "vgg16", "resnet50", "inception_v3")
@@ -54,20 +54,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", help="label column name (text task)")
     p.add_argument("--backbone", choices=BACKBONES, default="mobilenet_v2",
                    help="keras.applications backbone (image task)")
-    p.add_argument("--weights", choices=("auto", "imagenet", "none"), default="auto",
-                   help="image backbone weights: imagenet when available (auto), or random init")
+    p.add_argument("--weights", default="auto", metavar="auto|imagenet|none|FILE",
+                   help="image backbone weights: imagenet when available (auto), imagenet, random init "
+                        "(none), or a local backbone weights file (no download)")
     p.add_argument("--input-size", type=positive_int, help="image input side in pixels")
     p.add_argument("--fine-tune-epochs", type=int, default=None,
                    help="epochs of fine-tuning the unfrozen backbone after the head (image task)")
     p.add_argument("--features", choices=("log_mel", "mfcc"), help="speech features")
+    p.add_argument("--arch", choices=("lstm", "gru", "bilstm", "transformer"),
+                   help="text: lstm (default), gru, bilstm, transformer; speech: lstm (default), gru, bilstm")
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--max-samples", type=positive_int,
                    help="use at most this many training samples (quick runs)")
 
     # export -----------------------------------------------------------------------------------
-    p = sub.add_parser("export", help="quantize and convert a model directory to TFLite/ONNX bundles")
-    p.add_argument("model_dir", metavar="MODEL_DIR")
-    p.add_argument("--out", help="folder for the bundles (default: MODEL_DIR/../artifacts)")
+    p = sub.add_parser("export", help="quantize and convert a Keras model (a .keras file or a model "
+                                      "directory) to TFLite/ONNX bundles")
+    p.add_argument("model_dir", metavar="MODEL", help="a .keras file, or a model directory from `edgekit train`")
+    p.add_argument("--out", help="folder for the bundles (default: MODEL/../artifacts)")
+    p.add_argument("--calibration", metavar="FILE.npz",
+                   help="representative inputs for int8/int16x8: array `x` (one-input model) or one array "
+                        "per input name (default: the model directory's calibration.npz)")
+    p.add_argument("--name", help="bundle name (default: the .keras file's stem, or the model's name)")
+    p.add_argument("--task", choices=("tensor", "image", "text"),
+                   help="pre/post-processing for an outside model (default: tensor, inputs as arrays)")
+    p.add_argument("--preprocess", metavar="PRESET",
+                   help="--task image: mobilenet_v2, resnet50, efficientnet or scale:A/B (e.g. scale:1/255)")
+    p.add_argument("--labels", metavar="labels.txt", help="class names, one per line")
+    p.add_argument("--vocab", metavar="vocab.txt", help="--task text: TextVectorization vocabulary, one token a line")
+    p.add_argument("--max-len", type=positive_int, help="--task text: token sequence length")
     p.add_argument("--formats", type=_csv_choice(FORMATS), default=list(FORMATS),
                    help="comma-separated: " + ",".join(FORMATS))
     p.add_argument("--variants", type=_csv_choice(VARIANTS), default=list(VARIANTS),
@@ -86,9 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     # verify -----------------------------------------------------------------------------------
     p = sub.add_parser("verify", help="parity and accuracy-after-quantization gates and report")
-    p.add_argument("paths", nargs="+", metavar="MODEL_DIR ARTIFACTS_DIR",
-                   help="model directory and bundle folder (with --golden: only the bundles)")
-    p.add_argument("--data", help="labelled data to evaluate on (default: the model's held-out split)")
+    p.add_argument("paths", nargs="+", metavar="MODEL ARTIFACTS_DIR",
+                   help="model directory or .keras file, and bundle folder (with --golden: only the bundles)")
+    p.add_argument("--data", help="labelled data to evaluate on (default: the model's held-out split), or "
+                                  "an .npz of model inputs (`x` or one array per input name, optional labels `y`)")
     p.add_argument("--text-column")
     p.add_argument("--label-column")
     p.add_argument("--json", dest="json_path", metavar="FILE", help="write results as JSON")
@@ -101,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fix", action="store_true",
                    help="re-export failing int8 variants keeping the worst layers in float")
     p.add_argument("--max-samples", type=positive_int, help="evaluate at most this many samples")
+    p.add_argument("--device", action="append", default=[], dest="devices", metavar="NAME",
+                   help="name the bundle to ship to this device profile (latency ESTIMATE; repeatable)")
     p.add_argument("--allow-unsafe", action="store_true",
                    help="allow loading a legacy .h5 model (such files can execute code)")
 
@@ -114,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int)
     p.add_argument("--device", help="device profile supplying runtime defaults")
     p.add_argument("--top-k", type=positive_int, default=3)
+    p.add_argument("--verbose", action="store_true", help="show the inference backend's own log lines")
+
+    # listen -----------------------------------------------------------------------------------
+    from edgekit.runtime.listen import add_listen_arguments
+
+    add_listen_arguments(sub.add_parser("listen", help="words with start/end times in a long recording or a "
+                                                       "live PCM stream (speech bundles)"))
 
     # bench ------------------------------------------------------------------------------------
     p = sub.add_parser("bench", help="latency and memory of a bundle, side by side with Keras")
@@ -121,13 +146,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int)
     p.add_argument("--runs", type=positive_int, default=100)
     p.add_argument("--warmup", type=positive_int, default=10)
-    p.add_argument("--compare-keras", metavar="MODEL_DIR", help="also time the Keras model")
+    p.add_argument("--compare-keras", metavar="MODEL",
+                   help="also time the Keras model (a model directory or .keras file)")
     p.add_argument("--baseline", metavar="BUNDLE",
                    help="also time another bundle in the same loop (e.g. fp32 next to int8)")
     p.add_argument("--json", dest="json_path", metavar="FILE", help="write results as JSON")
     p.add_argument("--backend", choices=("auto", "litert", "tflite_runtime", "tensorflow", "onnxruntime"),
                    default="auto")
     p.add_argument("--allow-unsafe", action="store_true")
+    p.add_argument("--serve", type=positive_int, nargs="?", const=0, metavar="CLIENTS",
+                   help="also time the bundle through `edgekit serve` over loopback with CLIENTS client "
+                        "threads (default: CPU cores, at most 4), next to the runtime in-process")
+
+    # serve ------------------------------------------------------------------------------------
+    from edgekit.runtime.serve import add_serve_arguments
+
+    add_serve_arguments(sub.add_parser("serve", help="HTTP inference server for bundles (TensorFlow Serving "
+                                                     "REST API); see docs/serving.md"))
 
     # devices ----------------------------------------------------------------------------------
     p = sub.add_parser("devices", help="device profiles, and bundle checks under CPU emulation")
@@ -141,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--golden", metavar="FILE", help="golden npz (default: computed on the host)")
     d.add_argument("--samples", type=positive_int, default=8, help="inputs to compare (default 8)")
     d.add_argument("--json", dest="json_path", metavar="FILE")
+    d = dsub.add_parser("estimate", help="ESTIMATE a bundle's latency and memory on a device (cost model)")
+    d.add_argument("name", metavar="NAME")
+    d.add_argument("bundle", metavar="BUNDLE", help="bundle folder, .tflite or .onnx file")
+    d.add_argument("--threads", type=positive_int, help="inference threads (default: the profile's)")
+    d.add_argument("--json", action="store_true", help="print the estimate as JSON")
 
     # deploy -----------------------------------------------------------------------------------
     p = sub.add_parser("deploy", help="copy runtime + bundle to a real device over ssh and check it")
@@ -175,6 +215,8 @@ COMMANDS = {
     "verify": "edgekit.verify.command:run",
     "predict": "edgekit.runtime.cli:predict_command",
     "bench": "edgekit.bench:run",
+    "serve": "edgekit.runtime.cli:serve_command",
+    "listen": "edgekit.runtime.cli:listen_command",
     "devices": "edgekit.devices.command:run",
     "deploy": "edgekit.devices.deploy:run",
     "pipeline": "edgekit.pipeline:run",

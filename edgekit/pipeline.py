@@ -9,7 +9,8 @@ OUT/
 
 Data: embedded defaults, or `--data-dir` laid out like shared/data (sms_spam/sms_spam.tsv,
 cifar10_small/, fsdd/). The reports are always written; the exit code is 1 when any bundle failed its
-gate or a model could not be trained or exported, so a demo still shows what went wrong.
+gate (and, for int8, no keep-float or recalibrated bundle found by verify's fix search passes either)
+or a model could not be trained or exported, so a demo still shows what went wrong.
 """
 
 from __future__ import annotations
@@ -22,9 +23,15 @@ from edgekit.core import UserError, atomic_write_text, log
 DATA_LAYOUT = {"text": "sms_spam/sms_spam.tsv", "image": "cifar10_small", "speech": "fsdd"}
 
 # --quick must finish within 3 minutes on 2 cores: fewer calibration samples (100 is export's floor for
-# usable int8 scales), fewer evaluated samples and a smaller per-layer debug set.
-QUICK = {"calibration_samples": 100, "max_samples": 200, "debug_samples": 16}
-DEFAULT = {"calibration_samples": 200, "max_samples": None, "debug_samples": 64}
+# usable int8 scales), fewer evaluated samples, a smaller per-layer debug set, and the three variants
+# a device needs (fp32 reference, fp16 half size, int8 full integer) in both formats: each TFLite
+# conversion costs 8-20 s, and dynamic / int16x8 prove nothing that int8 does not (the full run keeps them).
+# The fix search (verify/fix.py) re-quantizes a failing int8 bundle once per step (a TFLite step is a
+# child process, 10-30 s): quick allows 3 steps, the full run verify's default.
+QUICK = {"calibration_samples": 100, "max_samples": 200, "debug_samples": 16,
+         "variants": ("fp32", "fp16", "int8"), "fix_steps": 3}
+DEFAULT = {"calibration_samples": 200, "max_samples": None, "debug_samples": 64, "variants": None,
+           "fix_steps": None}
 
 
 def run(args) -> int:
@@ -73,9 +80,12 @@ def run_task(task: str, out: Path, data: Path | None, seed: int, quick: bool, se
 
     model_dir = train_model(task, out / "models" / task, data=data, seed=seed, quick=quick)
     artifacts = out / "artifacts" / task
-    exports = export_model(model_dir, artifacts, calibration_samples=settings["calibration_samples"])
+    variants = {"variants": settings["variants"]} if settings.get("variants") else {}
+    exports = export_model(model_dir, artifacts, calibration_samples=settings["calibration_samples"], **variants)
+    # The fix search runs by default: a failing int8 bundle gets its cheapest passing replacement.
+    fix_steps = {"fix_steps": settings["fix_steps"]} if settings.get("fix_steps") else {}
     result = verify_with_keras(model_dir, artifacts, max_samples=settings["max_samples"],
-                               debug_samples=settings["debug_samples"])
+                               debug_samples=settings["debug_samples"], fix=True, **fix_steps)
     result["exports"] = [{"bundle": e.bundle and Path(e.bundle).name, "format": e.format,
                           "variant": e.variant, "status": e.status, "reason": e.reason}
                          for e in exports]

@@ -21,11 +21,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgekit.core import UserError, atomic_dir, atomic_write_json, log, sha256_file
-from edgekit.export import opcheck, recipes, source
+from edgekit.export import formats, opcheck, recipes, source
+from edgekit.export import metadata as tflite_metadata
 from edgekit.export.manifest import MANIFEST_FILE, build_manifest
 from edgekit.runtime import profiles
+from edgekit.train.io import keras_layer_names, model_file
 
-FILE_NAMES = {"tflite": "model.tflite", "onnx": "model.onnx"}
 POLL_SECONDS = 0.2
 
 
@@ -57,14 +58,25 @@ def bundle_name(name: str, fmt: str, variant: str) -> str:
 def export_model(model_dir, out_dir, formats=recipes.FORMATS, variants=recipes.VARIANTS,
                  calibration_samples: int = 200, int8_io: str = "float32", opset: int = 17,
                  device: str | None = None, keep_float_layers: list[str] | None = None,
-                 allow_unsafe: bool = False) -> list[ExportResult]:
+                 allow_unsafe: bool = False, model_options: dict | None = None) -> list[ExportResult]:
     """Write one bundle per requested (format, variant) into `out_dir`; return one result each.
 
+    model_dir: a model directory from `edgekit train`, or a Keras file (.keras; .h5 with allow_unsafe).
+    model_options (export/source.py `model_view`): calibration (an .npz of representative inputs:
+    `x`, or one array per input name), name (of the bundles; default the file's stem), task,
+    preprocess, labels, vocab, max_len (pre/post-processing of an outside model).
     keep_float_layers: Keras layer names kept in float inside the int8/int16x8 TFLite and the int8 ONNX
     files (selective quantization, e.g. the layers verify found most sensitive).
-    Raises UserError for a bad model directory or options; a variant that cannot apply is "skipped",
-    one whose conversion or op check fails is "failed" (the others still run)."""
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    Raises UserError for a bad model or options; a variant that cannot apply is "skipped" (the
+    calibrated ones without calibration samples too), one whose conversion or op check fails is
+    "failed" (the others still run)."""
+    options = {k: v for k, v in (model_options or {}).items() if v is not None}
+    if source.needs_view(Path(model_dir), options):
+        with tempfile.TemporaryDirectory(prefix="edgekit-model-") as scratch:
+            view = source.model_view(model_dir, Path(scratch) / "model", allow_unsafe=allow_unsafe, **options)
+            return export_model(view, out_dir, formats, variants, calibration_samples, int8_io, opset,
+                                device, keep_float_layers, allow_unsafe)
+    model_dir, out_dir = Path(model_dir), Path(out_dir).resolve()  # the worker runs in its own cwd
     formats, variants = _checked_choices(formats, recipes.FORMATS, "format"), \
         _checked_choices(variants, recipes.VARIANTS, "variant")
     if int8_io not in recipes.INT8_IO_TYPES:
@@ -75,6 +87,7 @@ def export_model(model_dir, out_dir, formats=recipes.FORMATS, variants=recipes.V
         raise UserError("calibration_samples must be at least 1")
     metadata = source.check_model_dir(model_dir, allow_unsafe)
     profile = profiles.load(device) if device else None
+    _check_layer_names(keep_float_layers, model_file(model_dir, allow_unsafe))
 
     plan: list[tuple[str, str]] = [(f, v) for f in formats for v in variants]
     results: dict[tuple[str, str], ExportResult] = {}
@@ -83,6 +96,9 @@ def export_model(model_dir, out_dir, formats=recipes.FORMATS, variants=recipes.V
         recipe = recipes.recipe_for(fmt, variant)
         why_not = recipes.UNAVAILABLE.get((fmt, variant)) if recipe is None else \
             profiles.format_unsupported_by(profile, fmt)
+        if not why_not and recipe.calibrated and not (model_dir / source.CALIBRATION_FILE).is_file():
+            why_not = ("needs representative inputs to calibrate: pass --calibration FILE.npz (`x`, or one "
+                       "array per input name)")
         if why_not:
             results[(fmt, variant)] = ExportResult(fmt, variant, recipe.name if recipe else None,
                                                    "skipped", why_not)
@@ -121,6 +137,17 @@ def export_model(model_dir, out_dir, formats=recipes.FORMATS, variants=recipes.V
     ordered = [results[key] for key in plan]
     _log_summary(ordered)
     return ordered
+
+
+def _check_layer_names(names: list[str] | None, keras_file: Path) -> None:
+    """Layers named by the user must exist: checked here, before minutes of conversion, not in a worker."""
+    if not names:
+        return
+    known = keras_layer_names(keras_file)
+    unknown = sorted(set(names) - known) if known is not None else []
+    if unknown:
+        raise UserError(f"--keep-float-layers: no layer named {', '.join(map(repr, unknown))} in {keras_file.name}; "
+                        f"its layers are {', '.join(sorted(known))}")
 
 
 def _checked_choices(items, valid: tuple[str, ...], what: str) -> list[str]:
@@ -248,8 +275,11 @@ def _finish_variant(fmt: str, event: dict, context: _Context) -> ExportResult:
     name = context.metadata["name"]
     final = context.out_dir / bundle_name(name, fmt, variant)
     with atomic_dir(final) as tmp:
-        model_path = tmp / FILE_NAMES[fmt]
+        model_path = tmp / formats.FILE_NAMES[fmt]
         shutil.copyfile(event["file"], model_path)
+        if fmt == "tflite":  # phone-app metadata changes the file's bytes: before the manifest's sha256
+            settings["tflite_metadata"] = tflite_metadata.write(model_path, context.metadata,
+                                                                details["inputs"][0], final.name)
         assets = context.model_dir / "assets"
         if assets.is_dir():
             shutil.copytree(assets, tmp / "assets")

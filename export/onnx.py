@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.core import quiet_tensorflow
+from edgekit.export.formats import FILE_NAMES
 from edgekit.export.opcheck import layers_of
 
-FILE_NAME = "model.onnx"
+FILE_NAME = FILE_NAMES["onnx"]
 MIN_OPSET = 17
 
 
@@ -30,14 +31,32 @@ def convert_fp32(model, path: str | Path, opset: int = MIN_OPSET, metadata: dict
     import tensorflow as tf
     import tf2onnx
 
-    input_name = (metadata or {}).get("input", {}).get("name") or model.inputs[0].name
-    output_name = (metadata or {}).get("output", {}).get("name") or "output"
-    spec = model.inputs[0]
-    signature = [tf.TensorSpec((None, *spec.shape[1:]), spec.dtype, name=input_name)]
-    function = tf.function(lambda x: model(x, training=False))
-    proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
-    _rename_graph_io(proto, [input_name], [output_name])
+    from edgekit.export.tflite import io_names
+
+    input_names, output_names = io_names(model, metadata)
+    signature = [tf.TensorSpec((None, *spec.shape[1:]), spec.dtype, name=name)
+                 for spec, name in zip(model.inputs, input_names)]
+    single = len(signature) == 1
+    function = tf.function(lambda *xs: model(xs[0] if single else list(xs), training=False))
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset,
+                                             custom_op_handlers={"Erfc": (_erfc_as_erf, [])})
+    _rename_graph_io(proto, input_names, output_names)
     onnx.save(proto, str(path))
+
+
+def _erfc_as_erf(ctx, node, name, args):
+    """tf2onnx has no handler for TF's Erfc, which the exact GELU (Keras' "gelu" activation) uses:
+    erfc(x) = 1 - erf(x) in standard ONNX ops (absolute error ~1e-7)."""
+    import numpy as np
+    from tf2onnx import utils
+
+    x, output = node.input[0], node.output[0]
+    shape, dtype = ctx.get_shape(output), ctx.get_dtype(output)
+    ctx.remove_node(node.name)
+    erf = ctx.make_node("Erf", [x], shapes=[shape], dtypes=[dtype])
+    one = ctx.make_const(utils.make_name("one"), np.array(1, dtype=utils.map_onnx_to_numpy_type(dtype)))
+    ctx.make_node("Sub", [one.output[0], erf.output[0]], outputs=[output], name=node.name,
+                  shapes=[shape], dtypes=[dtype])
 
 
 def _rename_graph_io(proto, input_names: list[str], output_names: list[str]) -> None:
@@ -65,7 +84,8 @@ def quantize_int8(fp32_path: str | Path, path: str | Path, calibration: np.ndarr
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     proto = onnx.load(str(fp32_path))
-    input_name = proto.graph.input[0].name
+    initializers = {i.name for i in proto.graph.initializer}
+    graph_inputs = [v for v in proto.graph.input if v.name not in initializers]
     exclude: list[str] = []
     if keep_float_layers:
         wanted = set(keep_float_layers)
@@ -73,26 +93,68 @@ def quantize_int8(fp32_path: str | Path, path: str | Path, calibration: np.ndarr
                    if wanted.intersection(layers_of([node.name, *node.output], layer_names or wanted))]
         if not exclude:
             raise ValueError(f"keep_float_layers: no ONNX nodes found for {', '.join(keep_float_layers)}")
+    arrays = _input_arrays(calibration, [v.name for v in graph_inputs])
+    arrays = [a.astype(_value_dtype(v)) for a, v in zip(arrays, graph_inputs)]
 
     class Calibration(CalibrationDataReader):
         """Representative samples, one batch-1 feed per step."""
 
-        def __init__(self, x: np.ndarray):
-            self._feeds = iter([{input_name: sample[None]} for sample in x])
+        def __init__(self):
+            self._feeds = iter([{v.name: a[i:i + 1] for v, a in zip(graph_inputs, arrays)}
+                                for i in range(len(arrays[0]))])
 
         def get_next(self):
             return next(self._feeds, None)
 
-    reader = Calibration(calibration.astype(_input_dtype(proto)))
-    quantize_static(str(fp32_path), str(path), reader, quant_format=QuantFormat.QDQ,
+    quantize_static(str(fp32_path), str(path), Calibration(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
                     nodes_to_exclude=exclude)
 
 
-def _input_dtype(proto) -> np.dtype:
+def _input_arrays(x, names: list[str]) -> list[np.ndarray]:
+    """`x` (one array, a list in input order, or a mapping name -> array) as a list in `names` order."""
+    if isinstance(x, dict):
+        if len(names) == 1 and names[0] not in x and len(x) == 1:
+            return [np.asarray(next(iter(x.values())))]
+        return [np.asarray(x[name]) for name in names]
+    arrays = [np.asarray(a) for a in x] if isinstance(x, (list, tuple)) else [np.asarray(x)]
+    if len(arrays) != len(names):
+        raise ValueError(f"the model takes {len(names)} inputs, got {len(arrays)}")
+    return arrays
+
+
+def _value_dtype(value) -> np.dtype:
     from onnx.helper import tensor_dtype_to_np_dtype
 
-    return tensor_dtype_to_np_dtype(proto.graph.input[0].type.tensor_type.elem_type)
+    return tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+
+
+def export_variant(variant: str, model, metadata: dict, request: dict, calibration, staging: Path,
+                   cache: dict) -> Path:
+    """The format interface (export/formats.py): write `variant` of `model` into `staging`, return the file.
+    The fp32 graph is converted once per worker (`cache`) and quantized from there."""
+    import shutil
+
+    if "fp32" not in cache:
+        fp32 = staging.parent / "_fp32.onnx"
+        convert_fp32(model, fp32, opset=request["opset"], metadata=metadata)
+        check(fp32)
+        cache["fp32"] = fp32
+    path = staging / FILE_NAME
+    if variant == "fp32":
+        shutil.copyfile(cache["fp32"], path)
+    elif variant == "int8":
+        from edgekit.export.tflite import keras_layer_names
+
+        quantize_int8(cache["fp32"], path, calibration, keras_layer_names(model), request.get("keep_float_layers"))
+    else:
+        raise ValueError(f"no ONNX recipe for {variant}")
+    check(path)
+    return path
+
+
+def conversion_path(model, variant: str) -> str:
+    return "tf2onnx" if variant == "fp32" else "tf2onnx+onnxruntime.quantize_static"
 
 
 def check(path: str | Path) -> None:
@@ -129,11 +191,15 @@ def describe(path: str | Path) -> dict:
             "opset": max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None)}
 
 
-def run(path: str | Path, x: np.ndarray) -> np.ndarray:
+def run(path: str | Path, x):
+    """Float outputs on `x` (one array, a list in input order, or a mapping input name -> array):
+    one array, or a list in output order when the model has several outputs."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feed_name = session.get_inputs()[0].name
-    return np.asarray(session.run(None, {feed_name: x})[0], dtype=np.float32)
+    names = [i.name for i in session.get_inputs()]
+    feeds = dict(zip(names, _input_arrays(x, names)))
+    outputs = [np.asarray(y, dtype=np.float32) for y in session.run(None, feeds)]
+    return outputs[0] if len(outputs) == 1 else outputs

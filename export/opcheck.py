@@ -3,7 +3,9 @@
 Rules (each failure names the op and the Keras layer it came from):
 - TFLite: no CUSTOM ops (Flex* = TensorFlow ops that need the Select-TF-ops delegate, which edge
   runtimes do not ship). For recurrent models also no WHILE and a fused UNIDIRECTIONAL_SEQUENCE_LSTM
-  per LSTM: a WHILE loop means the LSTM was not fused and the LiteRT int8 LSTM kernels cannot run it.
+  per LSTM: a WHILE loop means an LSTM was not fused (the LiteRT int8 LSTM kernels cannot run it) or
+  a GRU/SimpleRNN was not unrolled (export/lstm.py); the converter's int8 calibration of a WHILE
+  loop segfaults.
 - With a device profile (`edgekit.runtime.profiles`): ops listed in its `unsupported_ops` fail. That
   field may be a list (any format) or a mapping from format or backend name to a list. A profile whose
   `backends` list has no runtime for a format makes that format SKIPPED (checked before converting).
@@ -79,8 +81,9 @@ def check_ops(fmt: str, op_records: list[dict], layer_classes: dict[str, str],
             elif record.get("custom"):
                 report(op, names, "is a custom op, outside the TFLite builtin set")
             elif op == "WHILE" and recurrent:
-                report(op, names, "is an unfused recurrent loop: the LSTM must become "
-                                  f"{FUSED_LSTM} for the LiteRT int8 LSTM kernels")
+                report(op, names, "is an unfused recurrent loop: an LSTM must become "
+                                  f"{FUSED_LSTM} (the LiteRT int8 LSTM kernels) and a GRU/SimpleRNN be "
+                                  "unrolled; full-int8 calibration of such loops crashes the converter")
         if op in denied:
             report(op, names, f"is not supported by device {profile['name']!r}")
     if fmt == "tflite":

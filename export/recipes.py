@@ -48,7 +48,8 @@ RECIPES: dict[tuple[str, str], Recipe] = {(r.format, r.variant): r for r in (
     Recipe("tflite", "int16x8", "static_wi8_ai16", True,
            "int8 weights with int16 activations: closer to float than int8 where activations have a "
            "wide range, at about int8 file size",
-           refused_layers=("LSTM", "GRU", "SimpleRNN", "Bidirectional"),
+           # (GRU/SimpleRNN are unrolled into ordinary builtin ops, which have 16x8 kernels)
+           refused_layers=("LSTM", "Bidirectional"),
            refusal="the TFLite converter has no 16x8 kernel for the fused LSTM ('Quantization to 16x8-bit "
                    "not yet supported for op: UNIDIRECTIONAL_SEQUENCE_LSTM')"),
     Recipe("onnx", "fp32", "float_wf32_af32", False,

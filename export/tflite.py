@@ -35,9 +35,10 @@ import numpy as np
 
 from edgekit.core import quiet_tensorflow
 from edgekit.export import lstm
+from edgekit.export.formats import FILE_NAMES
 from edgekit.export.opcheck import layers_of
 
-FILE_NAME = "model.tflite"
+FILE_NAME = FILE_NAMES["tflite"]
 QUANTIZED_VARIANTS = ("int8", "int16x8")
 
 
@@ -46,7 +47,9 @@ class ConverterRefused(Exception):
 
 
 # Converter messages that mean "this recipe does not apply to these ops", as opposed to a bug.
-_REFUSAL_MARKERS = ("not yet supported for op", "is not supported for 16x8", "not supported by 16x8")
+_REFUSAL_MARKERS = ("not yet supported for op", "is not supported for 16x8", "not supported by 16x8",
+                    # int16x8 (the older calibrating quantizer) on integer inputs such as token ids:
+                    "Max and min for dynamic tensors should be recorded during calibration")
 
 
 def keras_layer_names(model) -> set[str]:
@@ -71,24 +74,61 @@ def layers_of_tensor(name: str, layer_names: set[str]) -> list[str]:
     return layers_of([name], layer_names)
 
 
-def representative_dataset(x: np.ndarray):
-    """A converter/debugger `representative_dataset`: one batch-1 sample per step."""
+def representative_dataset(x):
+    """A converter/debugger `representative_dataset`: one batch-1 sample per step. `x` is one array
+    (one-input model) or a list of arrays, one per model input in the model's input order."""
 
     def generate():
-        for sample in x:
-            yield [sample[None]]
+        for i in range(lstm.count(x)):
+            value = lstm.sample(x, i)
+            yield value if isinstance(value, list) else [value]
 
     return generate
 
 
+def model_inputs(model, x):
+    """`x` as the model takes it: one array, or a list in model input order (from a list or a
+    mapping of input name -> array)."""
+    if isinstance(x, dict):
+        return [x[spec.name] for spec in model.inputs] if len(model.inputs) > 1 else x[model.inputs[0].name]
+    return list(x) if isinstance(x, (list, tuple)) else x
+
+
+def io_names(model, metadata: dict | None) -> tuple[list[str], list[str]]:
+    """Signature input and output names: edgekit.json's for the built-in kinds (`input.name`,
+    `output.name`, or `inputs`/`outputs` lists), else the Keras model's own names."""
+    metadata = metadata or {}
+    inputs = [spec.name for spec in model.inputs]
+    outputs = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))])
+    if len(outputs) == 1:
+        outputs = ["output"]
+    listed_in = [entry.get("name") for entry in metadata.get("inputs") or []]
+    listed_out = [entry.get("name") for entry in metadata.get("outputs") or []]
+    if len(listed_in) == len(inputs) and all(listed_in):
+        inputs = listed_in
+    elif len(inputs) == 1 and (metadata.get("input") or {}).get("name"):
+        inputs = [metadata["input"]["name"]]
+    if len(listed_out) == len(outputs) and all(listed_out):
+        outputs = listed_out
+    elif len(outputs) == 1 and (metadata.get("output") or {}).get("name"):
+        outputs = [metadata["output"]["name"]]
+    return inputs, outputs
+
+
 def _io_names(model, metadata: dict | None) -> tuple[str, str]:
-    meta_in = (metadata or {}).get("input", {}).get("name")
-    meta_out = (metadata or {}).get("output", {}).get("name")
-    return meta_in or model.inputs[0].name, meta_out or "output"
+    inputs, outputs = io_names(model, metadata)
+    return inputs[0], outputs[0]
+
+
+def _named_outputs(names: list[str], value) -> dict:
+    values = list(value.values()) if isinstance(value, dict) else \
+        list(value) if isinstance(value, (list, tuple)) else [value]
+    return dict(zip(names, values))
 
 
 _workdirs: list[str] = []
 _saved_models: dict[int, Path] = {}
+_twins: dict[int, tuple] = {}  # id(model) -> (model, tf-keras twin, concrete function, [checked])
 
 
 def _scratch_dir() -> Path:
@@ -99,24 +139,30 @@ def _scratch_dir() -> Path:
     return Path(path)
 
 
-def conversion_path(model) -> str:
+def conversion_path(model, variant: str = "") -> str:
     return "tf_keras_rebuild" if lstm.is_recurrent(model) else "keras_saved_model"
 
 
-def _new_converter(model, metadata: dict | None, check_x: np.ndarray | None):
+def _new_converter(model, metadata: dict | None, check_x=None):
     """A fresh float converter for `model` with batch 1 (see the module docstring for the paths)."""
     quiet_tensorflow()
     import tensorflow as tf
 
-    input_name, output_name = _io_names(model, metadata)
-    spec = model.inputs[0]
-    signature = tf.TensorSpec((1, *spec.shape[1:]), spec.dtype, name=input_name)
+    input_names, output_names = io_names(model, metadata)
+    signature = [tf.TensorSpec((1, *spec.shape[1:]), spec.dtype, name=name)
+                 for spec, name in zip(model.inputs, input_names)]
+    single = len(signature) == 1
     if lstm.is_recurrent(model):
-        twin = lstm.rebuild_in_tf_keras(model, batch_size=1)
-        if check_x is not None and len(check_x):
-            lstm.check_rebuild(model, twin, check_x[:4])
-        function = tf.function(lambda x: {output_name: twin(x, training=False)})
-        concrete = function.get_concrete_function(signature)
+        cached = _twins.get(id(model))
+        if cached is None or cached[0] is not model:  # one rebuild and trace serves every variant
+            twin = lstm.rebuild_in_tf_keras(model, batch_size=1)
+            function = tf.function(lambda *xs: _named_outputs(
+                output_names, twin(xs[0] if single else list(xs), training=False)))
+            cached = _twins[id(model)] = (model, twin, function.get_concrete_function(*signature), [False])
+        _, twin, concrete, checked = cached
+        if not checked[0] and check_x is not None and lstm.count(check_x):
+            lstm.check_rebuild(model, twin, _first(check_x, 4))
+            checked[0] = True
         return tf.lite.TFLiteConverter.from_concrete_functions([concrete], twin)
     import keras
 
@@ -125,11 +171,16 @@ def _new_converter(model, metadata: dict | None, check_x: np.ndarray | None):
         saved = _scratch_dir() / "saved_model"
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint("serving_default", lambda x: {output_name: model(x, training=False)},
-                             input_signature=[signature])
+        archive.add_endpoint("serving_default", lambda *xs: _named_outputs(
+            output_names, model(xs[0] if single else list(xs), training=False)),
+            input_signature=signature)
         archive.write_out(str(saved), verbose=False)
         _saved_models[id(model)] = saved
     return tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=["serving_default"])
+
+
+def _first(x, n: int):
+    return [a[:n] for a in x] if isinstance(x, (list, tuple)) else x[:n]
 
 
 def build_converter(model, variant: str, calibration: np.ndarray | None = None,
@@ -146,6 +197,8 @@ def build_converter(model, variant: str, calibration: np.ndarray | None = None,
         from edgekit.train.io import load_model
 
         model, metadata = load_model(model)
+    if calibration is not None:
+        calibration = model_inputs(model, calibration)
     converter = _new_converter(model, metadata, calibration)
     if variant == "fp32":
         return converter
@@ -155,14 +208,14 @@ def build_converter(model, variant: str, calibration: np.ndarray | None = None,
     elif variant == "dynamic":
         pass  # Optimize.DEFAULT without a representative dataset = dynamic-range int8 weights
     elif variant in QUANTIZED_VARIANTS:
-        if calibration is None or len(calibration) == 0:
+        if calibration is None or lstm.count(calibration) == 0:
             raise ValueError(f"{variant} needs calibration data")
         converter.representative_dataset = representative_dataset(calibration)
         if variant == "int8":
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             io_type = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[int8_io]
-            if model.inputs[0].dtype in ("float32", "float16", "float64"):
-                converter.inference_input_type = io_type
+            if all(spec.dtype in ("float32", "float16", "float64") for spec in model.inputs):
+                converter.inference_input_type = io_type  # (one type for all inputs; ids stay int32)
             converter.inference_output_type = io_type
         else:
             converter.target_spec.supported_ops = [
@@ -231,7 +284,7 @@ def _convert_keeping_float(converter, model, int8_io, keep_float_layers) -> byte
     converter._experimental_calibrate_only = True
     calibrated = _convert(converter)
     wanted = set(keep_float_layers)
-    nodes = [name for record in describe_bytes(calibrated)["op_records"] for name in record["names"]
+    nodes = [name for record in describe(calibrated)["op_records"] for name in record["names"]
              if wanted.intersection(layers_of([name], known))]
     if not nodes:
         raise ValueError(f"keep_float_layers: no ops found for {', '.join(keep_float_layers)}")
@@ -245,16 +298,13 @@ def _convert_keeping_float(converter, model, int8_io, keep_float_layers) -> byte
 
 # -- reading .tflite files (no TensorFlow) --------------------------------------------------------
 
-def describe(path: str | Path) -> dict:
-    return describe_bytes(Path(path).read_bytes())
-
-
-def describe_bytes(data: bytes) -> dict:
-    """Inputs/outputs (signature name, tensor name, shape, dtype, quantization), op records in graph
-    order and the op histogram, read from the flatbuffer (works for models the runtime cannot load)."""
+def describe(model: str | Path | bytes) -> dict:
+    """A .tflite file's (or its bytes') inputs/outputs (signature name, tensor name, shape, dtype,
+    quantization), op records in graph order and the op histogram, read from the flatbuffer (works
+    for models the runtime cannot load)."""
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.Model.GetRootAs(data, 0)
+    model = schema.Model.GetRootAs(model if isinstance(model, bytes) else Path(model).read_bytes(), 0)
     graph = model.Subgraphs(0)
     type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
@@ -301,30 +351,53 @@ def describe_bytes(data: bytes) -> dict:
             "op_records": records, "ops": dict(sorted(histogram.items()))}
 
 
-def run(data: bytes, x: np.ndarray) -> np.ndarray:
+def export_variant(variant: str, model, metadata: dict, request: dict, calibration, staging: Path,
+                   cache: dict) -> Path:
+    """The format interface (export/formats.py): write `variant` of `model` into `staging`, return the file."""
+    data = convert(model, variant, calibration=calibration, int8_io=request["int8_io"], metadata=metadata,
+                   keep_float_layers=request.get("keep_float_layers"))
+    path = staging / FILE_NAME
+    path.write_bytes(data)
+    return path
+
+
+def run(path: str | Path, x):
     """Float outputs of a .tflite model on `x` (one sample at a time: the model has batch 1),
-    quantizing inputs and dequantizing outputs where its I/O is integer."""
+    quantizing inputs and dequantizing outputs where its I/O is integer. `x`: one array, a list of
+    arrays in the model's input order, or a mapping of signature input name -> array. Returns one
+    array, or a list of arrays in the model's output order when it has several outputs."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interpreter = Interpreter(model_content=data, num_threads=1,
+    interpreter = Interpreter(model_content=Path(path).read_bytes(), num_threads=1,
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
-    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    results = []
-    for sample in x:
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    if isinstance(x, dict):
+        by_index = {d["index"]: name for name, d in
+                    interpreter.get_signature_runner().get_input_details().items()}
+        arrays = [np.asarray(x[by_index[d["index"]]]) for d in inputs]
+    else:
+        arrays = [np.asarray(a) for a in x] if isinstance(x, (list, tuple)) else [np.asarray(x)]
+    if len(arrays) != len(inputs):
+        raise ValueError(f"the model takes {len(inputs)} inputs, got {len(arrays)}")
+    results: list[list[np.ndarray]] = [[] for _ in outputs]
+    for i in range(len(arrays[0])):
         # The fused LSTM keeps its hidden/cell state in variable tensors that persist across invokes:
         # without a reset, each sample would start from the previous sample's final state.
         interpreter.reset_all_variables()
-        value = sample[None]
-        scale, zero = inp["quantization"]
-        if np.issubdtype(inp["dtype"], np.integer) and scale and not np.issubdtype(value.dtype, np.integer):
-            info = np.iinfo(inp["dtype"])
-            value = np.clip(np.round(value / scale + zero), info.min, info.max)
-        interpreter.set_tensor(inp["index"], value.astype(inp["dtype"]))
+        for inp, array in zip(inputs, arrays):
+            value = array[i:i + 1]
+            scale, zero = inp["quantization"]
+            if np.issubdtype(inp["dtype"], np.integer) and scale and not np.issubdtype(value.dtype, np.integer):
+                info = np.iinfo(inp["dtype"])
+                value = np.clip(np.round(value / scale + zero), info.min, info.max)
+            interpreter.set_tensor(inp["index"], value.astype(inp["dtype"]))
         interpreter.invoke()
-        y = interpreter.get_tensor(out["index"])
-        scale, zero = out["quantization"]
-        if scale:
-            y = (y.astype(np.float32) - zero) * scale
-        results.append(y[0].astype(np.float32))
-    return np.stack(results)
+        for out, collected in zip(outputs, results):
+            y = interpreter.get_tensor(out["index"])
+            scale, zero = out["quantization"]
+            if scale:
+                y = (y.astype(np.float32) - zero) * scale
+            collected.append(y[0].astype(np.float32))
+    stacked = [np.stack(r) for r in results]
+    return stacked[0] if len(stacked) == 1 else stacked

@@ -25,8 +25,10 @@ import traceback
 from pathlib import Path
 
 from edgekit.core import UserError, first_line, quiet_tensorflow
+from edgekit.export import formats
 
 CRASH_HOOK = "EDGEKIT_EXPORT_CRASH"
+RUNTIMES = {"tflite": "LiteRT", "onnx": "onnxruntime"}
 
 
 class Events:
@@ -48,58 +50,38 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {useful or first_line(exc)}"[:500]
 
 
-def _parity(reference, got) -> float | None:
+def _parity(reference, got, output_names: list[str], file_outputs: list[dict]) -> float | None:
+    """Largest |Keras - file| over every output; several outputs are paired by name (Keras's by
+    `output_names`, the file's in its own output order, as `describe` lists them)."""
     import numpy as np
 
     if reference is None or got is None:
         return None
+    if isinstance(reference, dict):
+        reference = [reference[name] for name in output_names]
+    if isinstance(reference, (list, tuple)) and len(reference) > 1:
+        by_name = dict(zip([o["name"] for o in file_outputs], got))
+        if set(by_name) != set(output_names):
+            raise RuntimeError(f"converted outputs {sorted(by_name)} do not match the model's {sorted(output_names)}")
+        return max(_parity(r, by_name[n], [], []) for r, n in zip(reference, output_names))
+    reference = reference[0] if isinstance(reference, (list, tuple)) else reference
+    got = got[0] if isinstance(got, (list, tuple)) else got
     return float(np.max(np.abs(np.asarray(reference, np.float32) - np.asarray(got, np.float32))))
 
 
-def convert_tflite(variant, model, metadata, request, calibration, check_x, reference, staging):
-    from edgekit.export import tflite
-
-    data = tflite.convert(model, variant, calibration=calibration, int8_io=request["int8_io"],
-                          metadata=metadata, keep_float_layers=request.get("keep_float_layers"))
-    path = staging / tflite.FILE_NAME
-    path.write_bytes(data)
-    details = tflite.describe_bytes(data)
+def export_variant(fmt: str, variant, model, metadata, request, calibration, check_x, reference, staging, cache):
+    """Convert one variant through its format module, then prove the file runs in the edge runtime."""
+    module = formats.module(fmt)
+    path = module.export_variant(variant, model, metadata, request, calibration, staging, cache)
+    details = module.describe(path)
     try:  # the file must run in the edge runtime, not only convert
-        got = tflite.run(data, check_x) if check_x is not None else None
+        got = module.run(path, check_x) if check_x is not None else None
     except Exception as exc:
-        raise RuntimeError(f"converted model does not run in LiteRT: {_first_line(exc)}") from None
-    details["max_abs_err_vs_keras"] = _parity(reference, got)
-    details["converter_path"] = tflite.conversion_path(model)
-    return path, details
+        raise RuntimeError(f"converted model does not run in {RUNTIMES[fmt]}: {_first_line(exc)}") from None
+    from edgekit.export.tflite import io_names
 
-
-def convert_onnx(variant, model, metadata, request, calibration, check_x, reference, staging, cache):
-    import shutil
-
-    from edgekit.export import onnx as onnx_export
-    from edgekit.export.tflite import keras_layer_names
-
-    if "fp32" not in cache:
-        fp32 = staging.parent / "_fp32.onnx"
-        onnx_export.convert_fp32(model, fp32, opset=request["opset"], metadata=metadata)
-        onnx_export.check(fp32)
-        cache["fp32"] = fp32
-    path = staging / onnx_export.FILE_NAME
-    if variant == "fp32":
-        shutil.copyfile(cache["fp32"], path)
-    elif variant == "int8":
-        onnx_export.quantize_int8(cache["fp32"], path, calibration, keras_layer_names(model),
-                                  request.get("keep_float_layers"))
-    else:
-        raise ValueError(f"no ONNX recipe for {variant}")
-    onnx_export.check(path)
-    details = onnx_export.describe(path)
-    try:
-        got = onnx_export.run(path, check_x) if check_x is not None else None
-    except Exception as exc:
-        raise RuntimeError(f"converted model does not run in onnxruntime: {_first_line(exc)}") from None
-    details["max_abs_err_vs_keras"] = _parity(reference, got)
-    details["converter_path"] = "tf2onnx" if variant == "fp32" else "tf2onnx+onnxruntime.quantize_static"
+    details["max_abs_err_vs_keras"] = _parity(reference, got, io_names(model, metadata)[1], details["outputs"])
+    details["converter_path"] = module.conversion_path(model, variant)
     return path, details
 
 
@@ -138,13 +120,9 @@ def main(argv: list[str]) -> int:
             refusal = recipes.refusal_reason(recipe, set(layer_classes.values()))
             if refusal:
                 done.update(status="skipped", reason=refusal)
-            elif request["format"] == "tflite":
-                path, details = convert_tflite(variant, model, metadata, request, calibration, check_x,
-                                               reference, staging)
-                done.update(file=str(path), details=details)
             else:
-                path, details = convert_onnx(variant, model, metadata, request, calibration, check_x,
-                                             reference, staging, cache)
+                path, details = export_variant(request["format"], variant, model, metadata, request,
+                                               calibration, check_x, reference, staging, cache)
                 done.update(file=str(path), details=details)
         except tflite.ConverterRefused as exc:
             done.update(status="skipped", reason=f"converter refused {variant}: {exc}")

@@ -14,13 +14,14 @@ from __future__ import annotations
 from edgekit.runtime.errors import (
     BackendUnavailableError,
     EdgekitError,
+    InferenceError,
     IntegrityError,
     InvalidInputError,
     ModelFileError,
     SettingsError,
 )
 
-__all__ = ["load", "EdgeModel", "Prediction", "RuntimeSettings", "EdgekitError", "InvalidInputError",
+__all__ = ["load", "EdgeModel", "Prediction", "RuntimeSettings", "EdgekitError", "InferenceError", "InvalidInputError",
            "ModelFileError", "IntegrityError", "BackendUnavailableError", "SettingsError"]
 
 _LAZY = {"load": "edgekit.runtime.model", "EdgeModel": "edgekit.runtime.model", "Prediction": "edgekit.runtime.model",

@@ -89,8 +89,13 @@ def check_format(data: bytes, fmt: str, path: Path) -> None:
                                  f"{'a TFLite model' if data[4:8] == b'TFL3' else 'text'}); check the file type")
 
 
-def _read_manifest(folder: Path) -> dict:
-    path = folder / MANIFEST
+def read_manifest(folder: str | os.PathLike) -> dict:
+    """A bundle folder's manifest.json: the one reader (runtime, verify, devices). Raises a
+    ModelFileError naming the file when it is missing, unreadable, or lacks the keys every reader needs."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise ModelFileError(f"{folder} has no {MANIFEST}: not an edgekit bundle (export one with "
+                             "`edgekit export`, or load the model file itself)")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -116,10 +121,7 @@ def read_bundle(path: str | os.PathLike) -> Bundle:
     """Read a bundle folder (with manifest.json) or a bare .tflite/.onnx file and check its integrity."""
     path = Path(path)
     if path.is_dir():
-        if not (path / MANIFEST).is_file():
-            raise ModelFileError(f"{path} has no {MANIFEST}: not an edgekit bundle (export one with "
-                                 "`edgekit export`, or load the model file itself)")
-        manifest = _read_manifest(path)
+        manifest = read_manifest(path)
         fmt = manifest["format"]
         if fmt not in FORMATS.values():
             raise ModelFileError(f"{path / MANIFEST}: unknown format {fmt!r}; expected tflite or onnx")

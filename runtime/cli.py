@@ -1,8 +1,12 @@
 """Device-side commands, usable where only the `runtime` extra is installed (a Raspberry Pi):
 
     python -m edgekit.runtime predict BUNDLE INPUT... [--json] [--backend B] [--threads N] [--device D] [--top-k K]
-    python -m edgekit.runtime golden  BUNDLE GOLDEN.npz [--json] [--atol X] [--min-agreement Y]
+    python -m edgekit.runtime golden  BUNDLE GOLDEN.npz [--json] [--atol X] [--rtol R] [--min-agreement Y]
     python -m edgekit.runtime bench   BUNDLE [--runs N] [--warmup N] [--threads N] [--json]
+    python -m edgekit.runtime serve   BUNDLE... [--host H] [--port P] [--threads N] [--token-file FILE]
+    python -m edgekit.runtime listen  BUNDLE FILE.wav|- [--rate HZ] [--json]   (words in a long recording or stream)
+
+Backends' own log lines (the TFLite "Created ... XNNPACK delegate" banner) are hidden unless --verbose.
 
 `edgekit predict` calls `predict_command(args)` with the same arguments. Errors are one line and a
 non-zero exit: 2 for an EdgekitError, 1 when a golden comparison fails its tolerance.
@@ -15,24 +19,13 @@ import json
 import os
 import platform
 import sys
-from pathlib import Path
+import warnings
 
 import numpy as np
 
 from edgekit.runtime.errors import EdgekitError, InvalidInputError, first_line
 
 BACKEND_CHOICES = ("auto", "litert", "tflite_runtime", "tensorflow", "onnxruntime")
-# Fallback tolerances when neither the golden file's meta nor a flag gives one. Reasons: fp32 differs
-# from Keras only by kernel summation order (~1e-6 on probabilities); fp16 weights round at ~1e-3
-# relative; integer variants move probabilities by a few quantization steps (1/256 each) and may flip
-# the top-1 class of near-tie samples.
-DEFAULT_TOLERANCE = {
-    "fp32": {"max_abs_error": 1e-4, "min_agreement": 1.0},
-    "fp16": {"max_abs_error": 1e-2, "min_agreement": 0.99},
-    "dynamic": {"max_abs_error": 0.1, "min_agreement": 0.95},
-    "int8": {"max_abs_error": 0.15, "min_agreement": 0.95},
-    "int16x8": {"max_abs_error": 0.1, "min_agreement": 0.95},
-}
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -82,6 +75,9 @@ def run_command(prog: str, command, debug: bool = False) -> int:
 def _load(args, **extra):
     from edgekit import runtime
 
+    if getattr(args, "verbose", False):
+        os.environ["EDGEKIT_BACKEND_LOGS"] = "1"  # read by the TFLite runners (and sandbox children)
+
     backend = getattr(args, "backend", None)
     return runtime.load(args.bundle, backend=None if backend in (None, "auto") else backend,
                         threads=getattr(args, "threads", None), device=getattr(args, "device", None), **extra)
@@ -94,43 +90,43 @@ def _out(text: str) -> None:
 # ----------------------------------------------------------------------------------------- predict
 
 
-def read_inputs(model, inputs: list[str]) -> tuple[list | np.ndarray, list[str]]:
-    """Command-line inputs -> (what `EdgeModel.predict` takes, one display name per sample): texts
-    as they are; image and WAV paths (the preprocessor reads them); .npy tensor files (each one
-    sample, or a batch) for a bundle without preprocessing."""
-    task = model.bundle.task
-    if model.bundle.preprocessing is None:
-        arrays, names = [], []
-        rank = len(model.runner.inputs[0].shape)
-        for item in inputs:
-            path = Path(item)
-            if path.suffix.lower() != ".npy":
-                raise InvalidInputError(f"{item}: this bundle has no preprocessing; give .npy tensor files")
-            if not path.is_file():
-                raise InvalidInputError(f"input file not found: {item}")
-            try:
-                arr = np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise InvalidInputError(f"cannot read {path} as a numpy array: {exc}") from None
-            arr = arr if arr.ndim == rank else arr[None]
-            arrays.append(arr)
-            names += [item] if len(arr) == 1 else [f"{item}[{i}]" for i in range(len(arr))]
-        try:
-            return np.concatenate(arrays), names
-        except ValueError as exc:
-            raise InvalidInputError(f"input arrays do not stack into one batch: {exc}") from None
-    if task in ("image", "speech"):
-        for item in inputs:
-            if not Path(item).is_file():
-                raise InvalidInputError(f"{task} input not found: {item}")
-    return list(inputs), list(inputs)
+def read_inputs(model, inputs: list[str]) -> tuple[list | np.ndarray | dict, list[str]]:
+    """Command-line inputs -> (what `EdgeModel.predict` takes, one display name per sample), as the
+    bundle's model kind reads them (runtime/kinds.py): texts as they are; image and WAV paths (the
+    preprocessor reads them); .npy/.npz tensor files (each one sample, or a batch) for a bundle
+    without preprocessing."""
+    from edgekit.runtime.kinds import KINDS
+
+    kind = model.kind if model.bundle.preprocessing is not None else KINDS["tensor"]
+    return kind.read_inputs(model, inputs)
+
+
+def _tensor_rows(names: list[str], outputs: dict[str, np.ndarray]) -> list[dict]:
+    """Outputs by name (batch first) -> one JSON-ready row per input sample."""
+    return [{"input": name, "outputs": {k: np.asarray(v[i]).tolist() for k, v in outputs.items()}}
+            for i, name in enumerate(names)]
 
 
 def predict_command(args) -> int:
     with _load(args) as model:
         raw, names = read_inputs(model, list(args.inputs))
-        predictions = model.predict(raw)
+        with warnings.catch_warnings(record=True) as notes:  # e.g. a recording longer than the clip
+            warnings.simplefilter("always", UserWarning)
+            predictions = model.predict(raw)
+        for note in notes:
+            print(f"note: {note.message}", file=sys.stderr)
         top_k = getattr(args, "top_k", 3) or 3
+        if isinstance(predictions, dict):  # a tensor model: its outputs by name
+            rows = _tensor_rows(names, predictions)
+            if getattr(args, "json", False):
+                _out(json.dumps({"bundle": str(args.bundle), "backend": model.backend, "predictions": rows},
+                                indent=2))
+                return 0
+            for row in rows:
+                shown = row["input"] if len(row["input"]) <= 60 else row["input"][:57] + "..."
+                _out(f"{shown}: " + "  ".join(f"{k} {np.array2string(np.asarray(v), precision=4, threshold=12)}"
+                                             for k, v in row["outputs"].items()))
+            return 0
         if getattr(args, "json", False):
             rows = [{"input": name, **p.to_dict(top_k)} for name, p in zip(names, predictions)]
             _out(json.dumps({"bundle": str(args.bundle), "backend": model.backend, "predictions": rows}, indent=2))
@@ -147,33 +143,37 @@ def predict_command(args) -> int:
 # ------------------------------------------------------------------------------------------ golden
 
 
-def read_golden(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            x, reference = data["x"], data["reference"]
-            meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
-    except KeyError as exc:
-        raise InvalidInputError(f"golden file {path} lacks {exc}; expected x, reference, y, meta") from None
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"cannot read golden file {path}: {exc}") from None
-    return x, reference, meta if isinstance(meta, dict) else {}
+def golden_gate(meta: dict, variant: str | None, atol=None, rtol=None, min_agreement=None):
+    """Flags win; then the golden meta's `tolerance` (keyed by variant, or flat); then the one
+    tolerance table (edgekit/runtime/gates.py). `--atol` alone bounds every element's |diff| (rtol
+    0); with `--rtol` an element fails only when it exceeds both (Polygraphy's rule)."""
+    from edgekit.runtime import gates
 
-
-def golden_tolerance(meta: dict, variant: str | None, atol=None, min_agreement=None) -> dict:
-    """Flags win; then the golden meta's `tolerance` (flat, or keyed by variant); then DEFAULT_TOLERANCE."""
-    tol = dict(DEFAULT_TOLERANCE.get(variant or "fp32", DEFAULT_TOLERANCE["int8"]))
-    given = meta.get("tolerance")
-    if isinstance(given, dict):
-        if isinstance(given.get(variant), dict):
-            given = given[variant]
-        tol.update({k: float(v) for k, v in given.items()
-                    if k in ("max_abs_error", "min_agreement") and isinstance(v, (int, float))})
+    gate = gates.from_meta(meta, variant)
+    flags = {}
     if atol is not None:
-        tol["max_abs_error"] = float(atol)
+        flags.update(atol=float(atol), rtol=0.0 if rtol is None else float(rtol))
+    elif rtol is not None:
+        flags["rtol"] = float(rtol)
     if min_agreement is not None:
-        tol["min_agreement"] = float(min_agreement)
-    return tol
+        flags["min_agreement"] = float(min_agreement)
+    return gate.with_limits(**flags) if flags else gate
+
+
+def golden_accuracy_delta(golden, output: np.ndarray) -> float | None:
+    """Output minus reference accuracy in percentage points, when the golden file has labels:
+    per sample, or per utterance for per-frame (speech) outputs by the runtime's own rule."""
+    from edgekit.runtime.preprocess import utterance_probs
+
+    reference = np.asarray(golden.reference)
+    if reference.ndim == 3 and golden.utterance_y is not None:
+        rule = golden.meta.get("preprocessing") or {}
+        score = lambda p: np.mean(np.argmax(utterance_probs(p, rule), -1) == golden.utterance_y)  # noqa: E731
+    elif reference.ndim == 2 and golden.y is not None and len(golden.y) == len(reference):
+        score = lambda p: np.mean(np.argmax(p, -1) == golden.y)  # noqa: E731
+    else:
+        return None
+    return float(100.0 * (score(output) - score(reference)))
 
 
 def machine() -> dict:
@@ -182,25 +182,32 @@ def machine() -> dict:
 
 
 def golden_command(args) -> int:
+    from edgekit.runtime import gates
     from edgekit.runtime.compare import compare
+    from edgekit.runtime.golden import read
 
-    x, reference, meta = read_golden(args.golden)
+    golden = read(args.golden)
     with _load(args) as model:
-        output = model.predict_tensors(x)
+        output = model.predict_tensors(golden.x)
         try:
-            result = compare(reference, output)
+            result = compare(golden.reference, output)
         except ValueError as exc:
             raise InvalidInputError(f"golden reference does not match the bundle's output: {exc}") from None
-        tol = golden_tolerance(meta, model.bundle.variant, args.atol, args.min_agreement)
-        passed = result.max_abs_error <= tol["max_abs_error"] and result.agreement >= tol["min_agreement"]
-        report = {"bundle": str(args.bundle), **result.to_dict(), "passed": bool(passed), "tolerance": tol,
-                  "backend": model.backend, "machine": machine()}
+        gate = golden_gate(golden.meta, model.bundle.variant, args.atol, args.rtol, args.min_agreement)
+        metrics = {**result.to_dict(), **gates.parity_metrics(golden.reference, output)}
+        delta = golden_accuracy_delta(golden, output)
+        reasons = gates.check(gate, golden.reference, output, delta, metrics=metrics)
+        passed = not reasons
+        tolerance = {k: v for k, v in gate.to_dict().items() if v not in (None, [])}
+        report = {"bundle": str(args.bundle), **metrics, "accuracy_delta": delta, "passed": passed,
+                  "reasons": reasons, "tolerance": tolerance, "backend": model.backend, "machine": machine()}
     if args.json:
         _out(json.dumps(report))
     else:
+        psnr = "inf" if metrics["psnr_db"] is None else f"{metrics['psnr_db']:.1f}"
         _out(f"{args.bundle}: {'PASS' if passed else 'FAIL'}  samples {result.samples}  max_abs_error "
-             f"{result.max_abs_error:.3g} (<= {tol['max_abs_error']:g})  agreement {result.agreement:.3f} "
-             f"(>= {tol['min_agreement']:g})  cosine {result.cosine:.6f}  [{model.backend}]")
+             f"{result.max_abs_error:.3g}  PSNR {psnr} dB  agreement {result.agreement:.3f}  "
+             f"cosine {result.cosine:.6f}  [{model.backend}]" + "".join(f"\n  {r}" for r in reasons))
     return 0 if passed else 1
 
 
@@ -240,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=positive_int)
         p.add_argument("--device", help="device profile name or .json file supplying defaults")
         p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--verbose", action="store_true", help="show the inference backend's own log lines")
 
     p = sub.add_parser("predict", help="labels with probabilities for texts, images or WAV files")
     common(p)
@@ -248,16 +256,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("golden", help="compare the bundle with a golden npz from `edgekit verify --save-golden`")
     common(p)
     p.add_argument("golden", metavar="GOLDEN.npz")
-    p.add_argument("--atol", type=float, help="max absolute probability error (default: golden meta)")
+    p.add_argument("--atol", type=float, help="elementwise absolute limit; alone, every |diff| <= ATOL "
+                   "(default: the golden meta's tolerance, else edgekit's table)")
+    p.add_argument("--rtol", type=float, help="elementwise relative limit: with --atol an element fails "
+                   "only when |diff| > ATOL and |diff| > RTOL*|ref| (Polygraphy's rule)")
     p.add_argument("--min-agreement", type=float, help="min top-1 agreement (default: golden meta)")
     p = sub.add_parser("bench", help="latency percentiles and peak RSS of the bare model call")
     common(p)
     p.add_argument("--runs", type=positive_int, default=100)
     p.add_argument("--warmup", type=positive_int, default=10)
+    from edgekit.runtime.serve import add_serve_arguments  # flags only; the server loads on use
+
+    add_serve_arguments(sub.add_parser("serve", help="HTTP inference server for bundles (TensorFlow Serving "
+                                                     "REST API); see docs/serving.md"))
+    from edgekit.runtime.listen import add_listen_arguments
+
+    add_listen_arguments(sub.add_parser("listen", help="words with start/end times in a long recording or "
+                                                       "a live PCM stream (speech bundles)"))
     return parser
 
 
-COMMANDS = {"predict": predict_command, "golden": golden_command, "bench": bench_command}
+def listen_command(args) -> int:
+    from edgekit.runtime.listen import listen_command as run_listen
+
+    return run_listen(args)
+
+
+def serve_command(args) -> int:
+    from edgekit.runtime.serve import serve_command as run_server
+
+    return run_server(args)
+
+
+COMMANDS = {"predict": predict_command, "golden": golden_command, "bench": bench_command, "serve": serve_command,
+            "listen": listen_command}
 
 
 def main(argv: list[str] | None = None) -> int:

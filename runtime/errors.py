@@ -21,6 +21,11 @@ class IntegrityError(ModelFileError):
     """A model file's sha256 does not match its bundle manifest."""
 
 
+class InferenceError(EdgekitError):
+    """The backend failed while running an input that passed every check: a defect of the model file or
+    of the backend, not of the input (so never reported as an InvalidInputError)."""
+
+
 class BackendUnavailableError(EdgekitError):
     """No installed inference backend can run this model file."""
 

@@ -21,6 +21,7 @@ from edgekit.runtime import profiles
 from edgekit.runtime.backends import FORMAT_BACKENDS, create_runner, is_available
 from edgekit.runtime.bundle import Bundle, read_bundle
 from edgekit.runtime.errors import EdgekitError, InvalidInputError, ModelFileError
+from edgekit.runtime.kinds import flat_outputs, kind_of
 from edgekit.runtime.settings import make_settings
 
 
@@ -61,15 +62,21 @@ class EdgeModel:
         self.bundle = bundle
         self.runner = runner
         self.settings = settings
+        self.kind = kind_of(bundle.task)
         self._preprocessor = None
         self._input = runner.inputs[0]
         self._output = runner.outputs[0]
-        classes = self._output.shape[-1] if self._output.shape else None
         labels = bundle.labels
+        classes = self._output.shape[-1] if self._output.shape and len(runner.outputs) == 1 else None
         if labels is not None and classes is not None and len(labels) != classes:
             raise ModelFileError(f"{bundle.path}: manifest lists {len(labels)} labels but the model "
                                  f"outputs {classes} classes; re-export the bundle")
         self.labels = labels or ([str(i) for i in range(classes)] if classes else None)
+        manifest = bundle.manifest or {}
+        # Public names (the model's own input/output names, as the manifest lists them) of the
+        # runner's tensors, whose names in a .tflite file are e.g. "serving_default_x:0".
+        self.input_names = _public_names(runner.inputs, manifest.get("inputs"))
+        self.output_names = _public_names(runner.outputs, manifest.get("outputs"))
         self._check_manifest_io()
 
     def _check_manifest_io(self) -> None:
@@ -132,6 +139,8 @@ class EdgeModel:
     def _from_model_output(self, y: np.ndarray, info) -> np.ndarray:
         if info.quantized:
             return ((y.astype(np.float32) - np.float32(info.zero_point)) * np.float32(info.scale))
+        if y.dtype.kind in "iub":  # integer outputs (ids, counts) stay as the model declares them
+            return y
         return y.astype(np.float32, copy=False)
 
     def prepare(self, x) -> list[np.ndarray]:
@@ -140,30 +149,42 @@ class EdgeModel:
         runner = self.runner
         checks = runner.input_checks
         if isinstance(x, dict):
-            return [self._to_model_input(x[i.name] if i.name in x else _missing(i.name), i, c)
-                    for i, c in zip(runner.inputs, checks)]
+            if len(x) == 1 and len(checks) == 1:
+                return [self._to_model_input(next(iter(x.values())), self._input, checks[0])]
+            feed = []
+            for name, info, check in zip(self.input_names, runner.inputs, checks):
+                value = x[name] if name in x else x[info.name] if info.name in x else _missing(name)
+                feed.append(self._to_model_input(value, info, check))
+            return feed
         if len(checks) != 1:
             raise InvalidInputError(f"the model has {len(checks)} inputs: pass a dict name -> array")
         return [self._to_model_input(x, self._input, checks[0])]
 
-    def predict_tensors(self, x) -> np.ndarray:
-        """Already-preprocessed inputs (batch first; float features, or int token ids) -> float32
-        probabilities of the first output, batch first. Quantizes integer-quantized inputs with the
-        model's own scale/zero point and dequantizes outputs."""
+    def predict_outputs(self, x) -> dict[str, np.ndarray]:
+        """Already-preprocessed inputs (one array, or a dict input name -> array; batch first) ->
+        every output by name, batch first: float32 (dequantized where the model's output is
+        integer-quantized), integer outputs as the model declares them."""
         outputs = self.runner.run_checked(self.prepare(x))
-        return self._from_model_output(outputs[self._output.name], self._output)
+        return {name: self._from_model_output(outputs[info.name], info)
+                for name, info in zip(self.output_names, self.runner.outputs)}
+
+    def predict_tensors(self, x) -> np.ndarray:
+        """Already-preprocessed inputs (batch first; float features, or int token ids; a dict input
+        name -> array for several inputs) -> float32 outputs, batch first: the model's output, or for
+        several outputs each one flattened per sample and concatenated in name order (the form verify
+        and golden files compare; `predict_outputs` gives them by name). Quantizes integer-quantized
+        inputs with the model's own scale/zero point and dequantizes outputs."""
+        if len(self.runner.outputs) == 1:
+            outputs = self.runner.run_checked(self.prepare(x))
+            return self._from_model_output(outputs[self._output.name], self._output).astype(np.float32, copy=False)
+        return flat_outputs(self.predict_outputs(x))
 
     def example_tensors(self, batch: int = 1, seed: int = 0) -> np.ndarray | dict:
-        """Synthetic preprocessed inputs for benchmarks and smoke tests: standard-normal features
-        (halved), or token ids 0/1 (padding / out-of-vocabulary, valid for any vocabulary)."""
-        rng = np.random.default_rng(seed)
-        feed = {}
-        for info in self.runner.inputs:
-            shape = (batch,) + tuple(d if d else 1 for d in info.shape[1:])
-            if info.quantized or info.dtype.kind == "f":
-                feed[info.name] = (rng.standard_normal(shape) * 0.5).astype(np.float32)
-            else:
-                feed[info.name] = rng.integers(0, 2, size=shape).astype(info.dtype)
+        """Synthetic preprocessed inputs for benchmarks and smoke tests (edgekit.runtime.synthetic):
+        one array for a one-input model, else a dict by input name."""
+        from edgekit.runtime.synthetic import synthetic_inputs
+
+        feed = dict(zip(self.input_names, synthetic_inputs(self.runner.inputs, batch, seed).values()))
         return next(iter(feed.values())) if len(feed) == 1 else feed
 
     # -- raw inputs ------------------------------------------------------------------------------
@@ -179,45 +200,54 @@ class EdgeModel:
                                                    else self.bundle.path.parent)
         return self._preprocessor
 
-    def preprocess(self, raw_inputs) -> np.ndarray:
+    def preprocess(self, raw_inputs):
+        """Raw inputs -> model inputs through the bundle's preprocessing; tensors (one array, or a
+        dict input name -> array) pass through for a bundle without preprocessing."""
+        preprocessor = self.preprocessor
+        if preprocessor is None:  # a tensor model: inputs are already tensors
+            if isinstance(raw_inputs, dict):
+                return {name: np.asarray(a) for name, a in raw_inputs.items()}
+            if raw_inputs is None or (not isinstance(raw_inputs, np.ndarray) and len(raw_inputs) == 0):
+                raise InvalidInputError("no inputs given")
+            return np.asarray(raw_inputs)
         if isinstance(raw_inputs, (str, bytes, os.PathLike)):
             raw_inputs = [raw_inputs]
-        if isinstance(raw_inputs, np.ndarray) and self.preprocessor is not None and raw_inputs.ndim in (1, 3):
+        if isinstance(raw_inputs, np.ndarray) and raw_inputs.ndim in (1, 3):
             raw_inputs = [raw_inputs]  # one waveform / one image
         if raw_inputs is None or (not isinstance(raw_inputs, np.ndarray) and len(raw_inputs) == 0):
             raise InvalidInputError("no inputs given")
-        preprocessor = self.preprocessor
-        if preprocessor is None:  # a bare model file: inputs are already tensors
-            return np.asarray(raw_inputs)
         for i, item in enumerate(raw_inputs):
-            if isinstance(item, str) and self.bundle.task == "text" and not item.strip():
+            if isinstance(item, str) and self.kind.name == "text" and not item.strip():
                 raise InvalidInputError(f"text input {i} is empty")
         return preprocessor(list(raw_inputs))
 
-    def predict(self, raw_inputs) -> list[Prediction]:
+    def predict(self, raw_inputs):
         """Raw inputs (texts, images as uint8 HWC arrays or paths, waveforms or .wav paths; tensors
-        for a bundle without preprocessing) -> one Prediction per input."""
-        probs = self.predict_tensors(self.preprocess(raw_inputs))
-        return self.postprocess(probs)
+        for a bundle without preprocessing) -> what the bundle's kind makes of the outputs
+        (runtime/kinds.py): one Prediction per input for a classifier, else the outputs by name."""
+        return self.kind.postprocess(self, self.predict_outputs(self.preprocess(raw_inputs)))
+
+    def listen(self, source, rate: int | None = None):
+        """Words in a recording or stream of any length (speech bundles): a generator of
+        `Detection(start, end, label, confidence)`. `source`: a WAV path (any rate and format the
+        reader takes), or an iterable of 1-D sample blocks (float in [-1, 1] or int16, mono) at `rate`
+        Hz (default: the model's rate). Memory does not grow with the length; see runtime/listen.py."""
+        from edgekit.runtime.listen import listen
+
+        return listen(self, source, rate)
 
     def postprocess(self, probs: np.ndarray) -> list[Prediction]:
-        labels = self.labels or [str(i) for i in range(probs.shape[-1])]
-        if probs.ndim == 3:  # speech: [N, T, C] per-frame probabilities -> per-utterance label
-            from edgekit.runtime.preprocess import utterance_probs
-
-            utterance = np.asarray(utterance_probs(probs, self.bundle.preprocessing or {}), dtype=np.float64)
-            results = []
-            for frames, row in zip(probs, utterance):
-                idx = int(np.argmax(row))
-                results.append(Prediction(labels[idx], idx, _as_dict(labels, row),
-                                          [labels[int(j)] for j in np.argmax(frames, axis=-1)], frames))
-            return results
-        rows = probs.reshape(probs.shape[0], -1)
-        return [Prediction(labels[int(np.argmax(r))], int(np.argmax(r)), _as_dict(labels, r)) for r in rows]
+        """Float outputs of the (first) output -> Predictions by the bundle's kind."""
+        return self.kind.postprocess(self, {self._output.name: probs})
 
 
-def _as_dict(labels: list[str], row: np.ndarray) -> dict[str, float]:
-    return {label: float(p) for label, p in zip(labels, row)}
+def _public_names(infos, declared) -> list[str]:
+    """The manifest's name of each runner tensor (matched by tensor name, else by name), else its own."""
+    by_tensor = {}
+    for spec in declared if isinstance(declared, list) else []:
+        if isinstance(spec, dict) and isinstance(spec.get("name"), str):
+            by_tensor[str(spec.get("tensor_name") or spec["name"])] = spec["name"]
+    return [by_tensor.get(info.name, info.name) for info in infos]
 
 
 def _missing(name: str):

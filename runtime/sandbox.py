@@ -23,14 +23,6 @@ from edgekit.runtime.errors import EdgekitError, ModelFileError, first_line, las
 PROBE_TIMEOUT_S = 120.0
 
 
-def synthetic_feed(inputs) -> dict:
-    """Batch-1 zeros for every input (token id 0 is padding; a zero image/feature is valid)."""
-    import numpy as np
-
-    return {i.name: np.zeros((1,) + tuple(d if d else 1 for d in i.shape[1:]), dtype=i.dtype)
-            for i in inputs}
-
-
 def probe(model: bytes, fmt: str, backend: str | None, name: str, settings=None,
           timeout: float = PROBE_TIMEOUT_S) -> dict:
     """Load and run `model` once in a child process; returns the runner's description. Raises
@@ -83,12 +75,13 @@ def _child(argv: list[str]) -> int:
     try:
         from edgekit.runtime.backends import create_runner
         from edgekit.runtime.settings import RuntimeSettings
+        from edgekit.runtime.synthetic import synthetic_inputs
 
         settings = RuntimeSettings(**json.loads(settings_json))
         runner = create_runner(fmt, model, settings=settings,
                                backend=None if backend == "auto" else backend, name=name)
         try:
-            runner.run(synthetic_feed(runner.inputs))
+            runner.run(synthetic_inputs(runner.inputs))
             print(json.dumps(runner.describe()))
         finally:
             runner.deactivate()

@@ -9,7 +9,7 @@ import pytest
 
 from edgekit.cli import COMMANDS, build_parser, main
 
-STAGES = ["train", "export", "verify", "predict", "bench", "devices", "deploy", "pipeline"]
+STAGES = ["train", "export", "verify", "predict", "listen", "bench", "serve", "devices", "deploy", "pipeline"]
 
 
 def test_help_lists_every_stage():
@@ -60,3 +60,47 @@ def test_missing_model_dir_is_one_line(tmp_path):
     assert "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "nope" in out.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["edgekit", "export", "m.keras", "--calibration-sample", "5"],       # abbreviation of --calibration-samples
+    ["edgekit", "bench", "b", "--compare", "m"],                          # of --compare-keras
+    ["edgekit.runtime", "bench", "b", "--run", "5"],                     # of --runs
+])
+def test_long_options_are_never_abbreviated(argv):
+    """Flags are a contract: argparse's default prefix matching read `--calibration x.npz` as
+    `--calibration-samples`; every parser of both CLIs refuses abbreviations."""
+    out = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True)
+    assert out.returncode == 2 and "unrecognized arguments" in out.stderr, out.stderr
+
+
+def test_both_clis_end_an_unexpected_error_the_same_way(tmp_path, monkeypatch, capsys):
+    """`python -m edgekit.runtime` printed a traceback where `edgekit` printed one line and exited 3."""
+    from edgekit.runtime import cli as runtime_cli
+
+    def crash(args):
+        raise KeyError("")  # an empty message too: the line names the exception class
+
+    monkeypatch.setitem(runtime_cli.COMMANDS, "bench", crash)
+    assert runtime_cli.main(["bench", str(tmp_path)]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "internal error: KeyError" in err and "--debug" in err
+    with pytest.raises(KeyError):
+        runtime_cli.main(["--debug", "bench", str(tmp_path)])
+
+
+def test_a_wrong_keep_float_layer_is_refused_before_any_conversion(tmp_path):
+    import keras
+
+    inputs = keras.Input((4,), name="features")
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="probs")(
+        keras.layers.Dense(8, name="hidden")(inputs)))
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    out = subprocess.run([sys.executable, "-m", "edgekit", "export", str(path), "--out", str(tmp_path / "b"),
+                          "--variants", "int8", "--keep-float-layers", "probs,hiden"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()]
+    assert "no layer named 'hiden'" in out.stderr and "hidden" in out.stderr
+    assert not (tmp_path / "b").exists()

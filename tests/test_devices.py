@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -86,10 +87,13 @@ def test_check_rejects_a_folder_without_manifest(tmp_path, capsys):
     assert "no manifest.json" in capsys.readouterr().err
 
 
-def test_android_profile_cannot_be_emulated(tmp_path, capsys):
+def test_android_check_runs_only_what_mediapipe_tasks_can(tmp_path, capsys):
+    """Phones are checked through MediaPipe Tasks (devices/phone.py), not emulated: a bundle it
+    cannot run (token ids, no task) is skipped with the reason, and nothing checked is a failure."""
     bundle = _fake_bundle(tmp_path)
-    assert main(["devices", "check", "android-arm64", str(bundle)]) == 2
-    assert "cannot be emulated" in capsys.readouterr().err
+    assert main(["devices", "check", "android-arm64", str(bundle)]) == 1
+    out = capsys.readouterr().out
+    assert "SKIP" in out and "not a MediaPipe Tasks model" in out
 
 
 def _fake_bundle(tmp_path: Path) -> Path:
@@ -98,6 +102,7 @@ def _fake_bundle(tmp_path: Path) -> Path:
     (bundle / "model.tflite").write_bytes(b"x")
     (bundle / "manifest.json").write_text(json.dumps({
         "format": "tflite", "variant": "int8", "model_file": "model.tflite", "name": "m",
+        "sha256": hashlib.sha256(b"x").hexdigest(),
         "inputs": [{"name": "x", "shape": [1, 12], "dtype": "int32", "quantization": None}],
         "outputs": [{"name": "y", "shape": [1, 3], "dtype": "float32", "quantization": None}]}))
     return bundle
@@ -143,7 +148,7 @@ Types: deb
 URIs: http://mirror.example.org/debian
 Suites: bookworm bookworm-updates
 Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+Signed-By: /etc/apt/keyrings/mirror-example.gpg
 
 Types: deb
 URIs: http://mirror.example.org/debian-security
@@ -161,11 +166,15 @@ deb-src http://ftp.example.net/debian bookworm main
 
 
 def test_mirror_from_deb822_sources(tmp_path):
+    signed_by = tmp_path / "mirror-example.gpg"
+    signed_by.write_bytes(b"key")
     f = tmp_path / "debian.sources"
-    f.write_text(DEB822)
+    f.write_text(DEB822.replace("/etc/apt/keyrings/mirror-example.gpg", str(signed_by)))
     uri, keyring = emulation.debian_mirror([f])
     assert uri == "http://mirror.example.org/debian"
-    assert keyring == "/usr/share/keyrings/debian-archive-keyring.gpg" or keyring == emulation.DEFAULT_KEYRING
+    assert keyring == str(signed_by)  # the source's own Signed-By, not the default
+    signed_by.unlink()  # a Signed-By file that is absent falls back to Debian's archive keyring
+    assert emulation.debian_mirror([f])[1] == emulation.DEFAULT_KEYRING
 
 
 def test_mirror_from_one_line_sources_list(tmp_path):

@@ -196,7 +196,7 @@ def test_deploy_over_ssh_to_loopback(device_bundles, loopback_sshd, tmp_path, mo
     assert result["golden"]["passed"] and result["golden"]["max_abs_error"] == 0
     assert result["bench"]  # latency measured on the (loopback) device
     assert "golden: PASS" in captured.out and "bench (measured on the device)" in captured.out
-    assert (remote / "runtime" / "__init__.py").is_file()
+    assert (remote / "edgekit" / "runtime" / "__init__.py").is_file()
     assert (remote / "bundle" / "text-tflite-int8" / "manifest.json").is_file()
-    assert not (remote / "train").exists() and not (remote / "edgekit").exists()
+    assert sorted(p.name for p in (remote / "edgekit").iterdir()) == ["__init__.py", "runtime"]  # nothing host-side
 

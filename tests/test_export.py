@@ -38,6 +38,8 @@ def test_int16x8_is_refused_for_lstm_models_with_the_reason():
     reason = recipes.refusal_reason(recipes.RECIPES[("tflite", "int16x8")], {"InputLayer", "LSTM", "Dense"})
     assert reason and "UNIDIRECTIONAL_SEQUENCE_LSTM" in reason
     assert recipes.refusal_reason(recipes.RECIPES[("tflite", "int16x8")], {"Conv2D", "Dense"}) is None
+    # GRU/SimpleRNN are unrolled into ordinary builtin ops: the converter decides for them.
+    assert recipes.refusal_reason(recipes.RECIPES[("tflite", "int16x8")], {"GRU", "Dense"}) is None
 
 
 def test_bad_model_dir_is_a_user_error(tmp_path):
@@ -52,8 +54,8 @@ def test_bad_model_dir_is_a_user_error(tmp_path):
     (tmp_path / "m" / "model.keras").write_bytes(b"not a zip")
     with pytest.raises(UserError, match="unknown variant"):
         export_model(tmp_path / "m", tmp_path / "out", variants=("int4",))
-    with pytest.raises(UserError, match="calibration.npz"):
-        export_model(tmp_path / "m", tmp_path / "out", variants=("int8",))
+    (skipped,) = export_model(tmp_path / "m", tmp_path / "out", formats=("tflite",), variants=("int8",))
+    assert skipped.status == "skipped" and "--calibration" in skipped.reason  # nothing to calibrate on
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -148,11 +150,11 @@ def test_fp32_parity_with_keras(exported, export_model_dir, kind):
     tflite_fp32 = _by_variant(results, "tflite")["fp32"].bundle / "model.tflite"
     onnx_fp32 = _by_variant(results, "onnx")["fp32"].bundle / "model.onnx"
     # 1e-5: the same float32 math in another runtime; only summation order differs (~1e-7 seen).
-    assert np.max(np.abs(tflite.run(tflite_fp32.read_bytes(), x) - reference)) <= 1e-5
+    assert np.max(np.abs(tflite.run(tflite_fp32, x) - reference)) <= 1e-5
     assert np.max(np.abs(onnx_export.run(onnx_fp32, x) - reference)) <= 1e-5
     # int8: sanity only, the same decisions on nearly all samples (accuracy gates live in verify/).
     int8 = _by_variant(results, "tflite")["int8"].bundle / "model.tflite"
-    agree = tflite.run(int8.read_bytes(), x).argmax(-1) == reference.argmax(-1)
+    agree = tflite.run(int8, x).argmax(-1) == reference.argmax(-1)
     assert agree.mean() >= 0.9
 
 
@@ -261,3 +263,61 @@ def test_int8_io_and_keep_float_layers(export_model_dir, tmp_path):
     dtypes = {r["op"]: r["dtypes"][0] for r in info["op_records"]}
     assert dtypes["UNIDIRECTIONAL_SEQUENCE_LSTM"] == "int8"
     assert dtypes["FULLY_CONNECTED"] == "float32"  # the Dense head 'probs' stayed float
+
+
+# -- the tf-keras rebuild of recurrent functional graphs (export/lstm.py; imports TensorFlow) -----
+
+def _recurrent_graphs():
+    import keras
+    from keras import layers as L
+
+    def seq(name):
+        return keras.Input((12, 5), name=name)
+
+    i = seq("frames")
+    yield "stacked+bidirectional", keras.Model(i, L.Dense(3, activation="softmax")(
+        L.Bidirectional(L.LSTM(6))(L.LSTM(8, return_sequences=True)(i))))
+    i = seq("frames")
+    yield "conv1d+gru", keras.Model(i, L.Dense(3)(L.GRU(6)(L.Conv1D(4, 3, activation="relu")(i))))
+    a, b = seq("frames"), keras.Input((3,), name="side")
+    yield "two inputs", keras.Model([a, b], L.Dense(2)(L.Concatenate()([L.SimpleRNN(4)(a), L.Dense(4)(b)])))
+    i = keras.Input((12,), dtype="int32", name="tokens")
+    x = L.Embedding(50, 8)(i)
+    yield "keras.ops in the graph", keras.Model(i, L.Dense(2)(L.LSTM(4)(x * 2.0 + keras.ops.ones_like(x))))
+
+
+@pytest.mark.slow
+def test_tf_keras_rebuild_copies_functional_recurrent_graphs():
+    from edgekit.export import lstm
+
+    rng = np.random.default_rng(0)
+    for what, model in _recurrent_graphs():
+        xs = [rng.integers(0, 50, (3, *t.shape[1:])).astype("int32") if t.dtype == "int32"
+              else rng.normal(size=(3, *t.shape[1:])).astype("float32") for t in model.inputs]
+        twin = lstm.rebuild_in_tf_keras(model, batch_size=1)
+        assert lstm.check_rebuild(model, twin, xs if len(xs) > 1 else xs[0]) <= lstm.REBUILD_TOLERANCE, what
+        unrolled = [layer.unroll for layer in twin.layers if type(layer).__name__ in ("GRU", "SimpleRNN")]
+        assert all(unrolled), what  # no fused op exists for these: unrolled over the fixed length
+        assert not any(getattr(layer, "unroll", False) for layer in twin.layers
+                       if type(layer).__name__ == "LSTM"), what  # left as a loop: the converter fuses it
+
+
+@pytest.mark.slow
+def test_unrebuildable_recurrent_models_get_one_line_naming_the_layer():
+    import keras
+    from keras import layers as L
+
+    from edgekit.export import lstm
+
+    tokens = keras.Input((10,), dtype="int32", name="tokens")
+    masked = keras.Model(tokens, L.LSTM(4)(L.Embedding(20, 4, mask_zero=True, name="words")(tokens)))
+    with pytest.raises(lstm.UnsupportedForRebuild,
+                       match=r"layer 'words' \(Embedding\) has mask_zero=True.*pre-padding"):
+        lstm.rebuild_in_tf_keras(masked)
+    frames = keras.Input((10, 4), name="frames")
+    no_twin = keras.Model(frames, L.LSTM(4)(L.RMSNormalization(name="rms")(frames)))
+    with pytest.raises(lstm.UnsupportedForRebuild, match=r"layer 'rms' \(RMSNormalization\) has no tf-keras twin"):
+        lstm.rebuild_in_tf_keras(no_twin)
+    variable = keras.Model(inputs := keras.Input((None, 4)), L.GRU(4, name="gru")(inputs))
+    with pytest.raises(lstm.UnsupportedForRebuild, match="'gru' .* no fixed sequence length"):
+        lstm.rebuild_in_tf_keras(variable)

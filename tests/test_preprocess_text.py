@@ -68,3 +68,19 @@ def test_make_preprocessor_text_reads_vocab_from_model_dir(tmp_path):
         pre(["   "])
     with pytest.raises(InvalidInputError, match="expected str"):
         pre([42])
+
+
+def test_a_manifest_without_padding_keys_tokenizes_as_training_does(tmp_path):
+    """Defaults must be training's (pre-padding, keep the first tokens): a manifest that omits the keys
+    used to tokenize with post-padding, which the unmasked fused LSTM reads differently."""
+    from edgekit.train import text as train_text
+
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "vocab.txt").write_text("\n[UNK]\nfree\nprize\nnow\n", encoding="utf-8")
+    explicit = {"type": "text", "max_len": 5, "vocab_file": "assets/vocab.txt",
+                "padding": train_text.PADDING, "truncating": train_text.TRUNCATING}
+    implicit = {k: v for k, v in explicit.items() if k not in ("padding", "truncating")}
+    texts = ["free prize", "free prize now now now now now"]
+    ids = make_preprocessor(implicit, tmp_path)(texts)
+    assert ids.tolist() == make_preprocessor(explicit, tmp_path)(texts).tolist()
+    assert TextTokenizer(["", "[UNK]", "free"], 3)(["free"]).tolist() == [[0, 0, 2]]

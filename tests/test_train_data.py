@@ -170,14 +170,21 @@ def test_mixed_sample_rates_are_refused(tmp_path):
         load_wavs(tmp_path, seed=0)
 
 
-def test_unreadable_and_stereo_wavs_are_counted(tmp_path):
+def test_unreadable_and_unsupported_wavs_are_counted_and_stereo_is_read(tmp_path):
+    import struct
+
     for digit in "01":
         for take in range(7):
             _wav(tmp_path / f"{digit}_a_{take}.wav")
     (tmp_path / "0_a_90.wav").write_bytes(b"garbage")
-    _wav(tmp_path / "1_a_91.wav", channels=2)
+    # A-law (format 6): still unsupported. Stereo is mixed down to mono by the shared WAV reader.
+    fmt = struct.pack("<HHIIHH", 6, 1, 8000, 8000, 1, 8)
+    (tmp_path / "1_a_91.wav").write_bytes(b"RIFF" + struct.pack("<I", 36 + 8) + b"WAVEfmt " + struct.pack("<I", 16)
+                                          + fmt + b"data" + struct.pack("<I", 8) + bytes(8))
+    _wav(tmp_path / "1_a_92.wav", channels=2)
     dataset = load_wavs(tmp_path, seed=0)
     assert dataset.summary()["skipped"] == 2
+    assert dataset.summary()["train"] + dataset.summary()["val"] == 5  # takes 5, 6 and the stereo 92
 
 
 def test_badly_named_wavs_are_refused(tmp_path):
@@ -189,3 +196,22 @@ def test_badly_named_wavs_are_refused(tmp_path):
 def test_empty_wav_folder_is_refused(tmp_path):
     with pytest.raises(UserError, match="no .wav files"):
         load_wavs(tmp_path, seed=0)
+
+
+def test_evaluation_data_is_the_test_split_where_the_data_names_one(tmp_path, capsys):
+    """`verify --data` on an FSDD folder used to evaluate the training takes 5-49 too (inflated accuracy)."""
+    from edgekit.train.data import load_raw
+
+    for digit in ("0", "1"):
+        for take in (0, 4, 5, 49):
+            _wav(tmp_path / "fsdd" / f"{digit}_george_{take}.wav")
+    files, labels = load_raw("speech", tmp_path / "fsdd")
+    assert sorted(f.rsplit("/", 1)[1] for f in files) == ["0_george_0.wav", "0_george_4.wav",
+                                                           "1_george_0.wav", "1_george_4.wav"]
+    assert sorted(labels) == ["0", "0", "1", "1"]
+    assert "evaluating 4 samples: the test split" in capsys.readouterr().err
+    _image_folder(tmp_path / "img" / "train")
+    _image_folder(tmp_path / "img" / "test", per_class=2)
+    files, _ = load_raw("image", tmp_path / "img")
+    assert len(files) == 4 and all("/test/" in f for f in files)
+    assert "the test split" in capsys.readouterr().err

@@ -129,3 +129,45 @@ def test_bad_artifacts_folders_are_user_errors(tmp_path):
     (tmp_path / "one" / "manifest.json").write_text("{}")
     assert find_bundles(tmp_path) == [tmp_path / "one"]
     assert find_bundles(tmp_path / "one") == [tmp_path / "one"]
+
+
+def with_devices(result):
+    """A result as `verify --device rpi4 --device rpi3-armv7` leaves it (hand-built estimates)."""
+    for e in result["artifacts"]:
+        if e["format"] == "tflite":
+            e["device_estimates"] = {"rpi4": {"estimate": True, "point_ms": 3.2 if e["variant"] == "int8" else 7.5,
+                                              "low_ms": 2.0, "high_ms": 9.0, "threads": 4, "memory_bytes": 1,
+                                              "basis": "cost model"}}
+    result["devices"] = {
+        "rpi4": {"recommended": "text-tflite-fp32", "estimate": True, "threads": 4,
+                 "reason": "passes its gates; fastest by estimate: 7.5 ms (estimate)",
+                 "candidates": [{"bundle": "text-tflite-fp32"},
+                                {"bundle": "text-tflite-int8", "excluded": "fails its gate (x)"},
+                                {"bundle": "text-onnx-fp32", "excluded": "cannot estimate: boom"}]},
+        "rpi3-armv7": {"recommended": None, "estimate": True, "threads": 4,
+                       "reason": "no bundle passes its gates and runs there (...)",
+                       "candidates": [{"bundle": "text-tflite-fp32", "excluded": "fails"},
+                                      {"bundle": "text-tflite-int8", "excluded": "fails"},
+                                      {"bundle": "text-onnx-fp32", "excluded": "device has no onnx runtime"}]},
+    }
+    return result
+
+
+def test_device_recommendations_are_in_json_markdown_html_and_summary(tmp_path):
+    result = with_devices(sample_result())
+    write_outputs([result], json_path=tmp_path / "r.json", html_path=tmp_path / "r.html")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["devices"]["rpi4"]["recommended"] == "text-tflite-fp32"   # promised keys, exactly
+    assert data["devices"]["rpi4"]["reason"] and data["devices"]["rpi3-armv7"]["recommended"] is None
+    text = markdown_report([result])
+    header = next(line for line in text.splitlines() if line.startswith("| bundle | size | gate"))
+    assert "host latency (ms, measured)" in header and "rpi4 latency (ms, ESTIMATE)" in header
+    rows = [line for line in text.splitlines() if line.startswith("| text-") and "ESTIMATE" not in line]
+    device_rows = rows[3:]
+    assert len(device_rows) == 3 and all(r.count("|") == header.count("|") for r in device_rows)
+    assert "~7.5 (2-9) ship" in device_rows[0] and "cannot run" in device_rows[2]
+    assert "- **rpi4**: ship **text-tflite-fp32**" in text and "ship **nothing**" in text
+    page = (tmp_path / "r.html").read_text()
+    assert "Device latency (ESTIMATES)" in page and "rpi4 latency (ms, ESTIMATE)" in page
+    lines = summary_lines(result)
+    assert any(line.startswith("rpi4: ship text-tflite-fp32 (estimate:") for line in lines)

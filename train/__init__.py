@@ -1,9 +1,13 @@
 """Training: `train_model(task, out, ...)` trains one model kind and writes a model directory
 (docs/design.md): model.keras, edgekit.json, assets/, heldout.npz, calibration.npz.
 
-Each task module (train/text.py, train/image.py, train/speech.py) provides
-`load(data, seed, options) -> Dataset` and `fit(dataset, workdir, epochs, seed, quick, options)
--> TrainResult`; this module does the shared parts: seeds, the atomic output folder, metadata.
+The training side of each model kind is registered once, in KINDS: its module (train/text.py,
+train/image.py, train/speech.py) provides `check_options(options)`, `load(data, seed, options) ->
+Dataset` (the user's data, or the embedded synthetic data of train/synthetic.py when data is None)
+and `fit(dataset, workdir, epochs, seed, quick, options) -> TrainResult`; its entry lists the
+training options that apply to it. This module does the shared parts: seeds, the atomic output
+folder, metadata. Adding a kind is one module plus one entry here (and its device side in
+edgekit/runtime/kinds.py).
 """
 
 from __future__ import annotations
@@ -18,11 +22,25 @@ import numpy as np
 from edgekit import __version__
 from edgekit.core import UserError, atomic_dir, atomic_write_json, library_versions, log, now_iso, quiet_tensorflow
 
-__all__ = ["train_model", "TrainResult", "TASKS", "OPTIONS"]
+__all__ = ["train_model", "TrainResult", "TrainKind", "KINDS", "TASKS", "OPTIONS", "trainer"]
 
-TASKS = ("text", "image", "speech")
-OPTIONS = ("text_column", "label_column", "backbone", "weights", "input_size", "fine_tune_epochs",
-           "features", "batch_size", "max_samples")
+
+@dataclass(frozen=True)
+class TrainKind:
+    name: str                     # the task name, as runtime/kinds.py's KINDS knows it
+    module: str                   # check_options, load, fit
+    options: tuple[str, ...]      # training options (train_model keywords) that apply
+
+
+KINDS: dict[str, TrainKind] = {kind.name: kind for kind in (
+    TrainKind("text", "edgekit.train.text",
+              ("text_column", "label_column", "batch_size", "max_samples", "arch")),
+    TrainKind("image", "edgekit.train.image",
+              ("backbone", "weights", "input_size", "fine_tune_epochs", "batch_size", "max_samples")),
+    TrainKind("speech", "edgekit.train.speech", ("features", "batch_size", "max_samples", "arch")),
+)}
+TASKS = tuple(KINDS)
+OPTIONS = tuple(dict.fromkeys(option for kind in KINDS.values() for option in kind.options))
 HELDOUT_MAX = 500
 CALIBRATION_MAX = 300
 
@@ -40,6 +58,13 @@ class TrainResult:
     heldout: dict[str, np.ndarray]     # x, y (+ utterance_y for speech)
     calibration: np.ndarray
     notes: dict = field(default_factory=dict)
+
+
+def trainer(task: str):
+    """The training module of a registered kind."""
+    if task not in KINDS:
+        raise UserError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    return importlib.import_module(KINDS[task].module)
 
 
 def _subset(n: int, limit: int, seed: int) -> np.ndarray:
@@ -79,7 +104,7 @@ def train_model(task: str, out: str | Path, data: str | Path | None = None, epoc
     if epochs is not None and epochs < 1:
         raise UserError(f"epochs must be >= 1, got {epochs}")
     out = Path(out)
-    module = importlib.import_module(f"edgekit.train.{task}")
+    module = trainer(task)
     module.check_options(options)
     set_seeds(seed)
     dataset = module.load(data, seed, options)

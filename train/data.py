@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import wave
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.core import UserError, first_line, log
+from edgekit.runtime.preprocess.image import read_image_file
+from edgekit.runtime.preprocess.wav import read_wav
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 FSDD_NAME = re.compile(r"^(?P<label>[^_]+)_(?P<speaker>[^_]+)_(?P<take>\d+)$")
@@ -189,10 +190,8 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def decode_image(path: Path) -> np.ndarray:
-    from PIL import Image  # noqa: PLC0415 (host-only dependency)
-
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
+    """The device's image reader (EXIF orientation, alpha on white, large photos reduced)."""
+    return read_image_file(path)
 
 
 def _read_image_split(folder: Path, skipped: Counter, bad: list[str]) -> tuple[list, list[str]]:
@@ -241,21 +240,6 @@ def load_images(path: str | Path, seed: int, max_samples=None) -> Dataset:
 
 # Speech ----------------------------------------------------------------------------------------
 
-def read_wav_int16(path: Path) -> tuple[np.ndarray, int]:
-    """(float64 samples in [-1, 1), sample rate); raises ValueError for anything but 16-bit mono PCM."""
-    with wave.open(str(path), "rb") as w:
-        channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
-        raw = w.readframes(w.getnframes())
-    if width != 2:
-        raise ValueError(f"{8 * width}-bit samples (need 16-bit PCM)")
-    if channels != 1:
-        raise ValueError(f"{channels} channels (need mono)")
-    samples = np.frombuffer(raw, dtype="<i2")
-    if samples.size == 0:
-        raise ValueError("no samples")
-    return samples.astype(np.float64) / 32768.0, rate
-
-
 def load_wavs(path: str | Path, seed: int, max_samples=None) -> Dataset:
     """WAV files in class folders, or named {label}_{speaker}_{take}.wav (FSDD: takes 0-4 = test)."""
     folder = Path(path)
@@ -280,8 +264,8 @@ def load_wavs(path: str | Path, seed: int, max_samples=None) -> Dataset:
     clips, names, is_test = [], [], []
     for f, label, test_flag in entries:
         try:
-            samples, rate = read_wav_int16(f)
-        except (wave.Error, EOFError, OSError, ValueError) as exc:
+            samples, rate = read_wav(f)  # the device's WAV reader: PCM/float, any channels
+        except (OSError, ValueError) as exc:
             skipped["unreadable or unsupported WAV files"] += 1
             bad.append(f"{f}: {exc}")
             continue
@@ -320,26 +304,35 @@ def load_raw(task: str, path: str | Path, text_column: str | None = None,
     """Every labelled sample of a user's data, unprocessed: (texts or file paths, label names).
 
     The model's own preprocessing turns them into inputs, so evaluation sees exactly what the device
-    sees. An image folder with train/ and test/ is evaluated on test/."""
+    sees. Where the data names a test split, only that split is evaluated (training samples would
+    inflate the accuracy): an image folder with test/ is evaluated on test/, FSDD-named WAVs on takes
+    0-4. The log says which samples were evaluated."""
     path = Path(path)
     if task == "text":
         texts, names, skipped = read_text_table(path, text_column, label_column)
         report_skips(skipped, [str(path)])
+        log(f"evaluating all {len(texts)} rows of {path} (a table names no test split)")
         return texts, names
     if not path.is_dir():
         raise UserError(f"{task} data folder not found: {path}")
     if task == "image":
         folder = path / "test" if (path / "test").is_dir() else path
         files = [(f, d.name) for d in _class_folders(folder) for f in _image_files(d)]
+        which = f"the test split {folder}" if folder != path else f"every image in {path} (no test/ folder)"
     elif task == "speech":
         classes = [d for d in _class_folders(path) if any(d.rglob("*.wav"))]
         if classes:
             files = [(f, d.name) for d in classes for f in sorted(d.rglob("*.wav"))]
+            which = f"every WAV in the class folders of {path}"
         else:
-            files = [(f, m["label"]) for f in sorted(path.glob("*.wav"))
-                     if (m := FSDD_NAME.match(f.stem))]
+            named = [(f, m) for f in sorted(path.glob("*.wav")) if (m := FSDD_NAME.match(f.stem))]
+            test = [(f, m["label"]) for f, m in named if int(m["take"]) in FSDD_TEST_TAKES]
+            files = test or [(f, m["label"]) for f, m in named]
+            which = (f"the test split of {path} (takes 0-4 of each digit and speaker; takes 5-49 train)" if test
+                     else f"every WAV in {path} (no takes 0-4: no test split)")
     else:
         raise UserError(f"unknown task {task!r}")
     if not files:
         raise UserError(f"{path}: no labelled {task} files found (expected one folder per class)")
+    log(f"evaluating {len(files)} samples: {which}")
     return [str(f) for f, _ in files], [name for _, name in files]

@@ -1,9 +1,10 @@
 """Image classifier: keras.applications backbone + GlobalAveragePooling2D + Dropout + Dense.
 
 Preprocessing happens outside the model (so export/verify/runtime feed the same float inputs):
-tf.image.resize (bilinear, half-pixel centres) to the input size, then the backbone's
-preprocess_input ("tf" mode x/127.5-1 or "caffe" mode RGB->BGR minus the ImageNet mean).
-runtime/preprocess/image.py reimplements both in numpy.
+a resize to the input size, then the backbone's preprocess_input ("tf" mode x/127.5-1 or "caffe"
+mode RGB->BGR minus the ImageNet mean). The resize is MediaPipe Tasks' CPU resize
+("bilinear_mediapipe", computed by runtime/preprocess/image.py's numpy code, so a phone app using
+ImageClassifier sees what training saw); "bilinear" (tf.image.resize) is what older models used.
 
 With ImageNet weights: train the head on the frozen backbone, then optionally fine-tune the whole
 network at a low learning rate. Without (no weights on this machine, or --weights none): train
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.core import UserError, first_line, log
+from edgekit.runtime.preprocess.image import resize_bilinear_mediapipe
 from edgekit.train import TrainResult, accuracy, pick_calibration, pick_heldout
 from edgekit.train.data import Dataset, load_images
 from edgekit.train.models import BACKBONE_MIN_SIZE, build_backbone, build_image_model
@@ -38,6 +40,8 @@ DEFAULTS = {"epochs": 20, "fine_tune_epochs": 0, "batch_size": 64, "alpha": 0.5,
             "dropout": 0.2, "bn_momentum": 0.9, "shift": 0.125}
 QUICK = {"epochs": 3, "fine_tune_epochs": 0, "batch_size": 32}  # more steps: BN statistics settle
 DOWNLOAD_TIMEOUT_S = 20
+WEIGHT_CHOICES = ("auto", "imagenet", "none")  # or a path to a local backbone weights file
+RESIZE = "bilinear_mediapipe"  # the phone pipeline's resize (runtime/preprocess/image.py)
 
 
 def check_options(options: dict) -> None:
@@ -47,8 +51,11 @@ def check_options(options: dict) -> None:
     backbone = options.get("backbone", "mobilenet_v2")
     if backbone not in SCALING:
         raise UserError(f"unknown backbone {backbone!r}; choose from {', '.join(SCALING)}")
-    if options.get("weights", "auto") not in ("auto", "imagenet", "none"):
-        raise UserError(f"--weights must be auto, imagenet or none, got {options['weights']!r}")
+    weights = options.get("weights", "auto")
+    if weights not in WEIGHT_CHOICES and not Path(weights).is_file():
+        raise UserError(f"--weights {weights!r}: no such file; give {', '.join(WEIGHT_CHOICES)} or a "
+                        f"{backbone} weights file (e.g. saved with backbone.save_weights(...).weights.h5, "
+                        "or a Keras ImageNet *_no_top.h5)")
     size = options.get("input_size")
     if size is not None and size < BACKBONE_MIN_SIZE[backbone]:
         raise UserError(f"--input-size {size} is below {backbone}'s minimum of "
@@ -63,6 +70,18 @@ def load(data, seed: int, options: dict) -> Dataset:
 
         return synthetic.images(seed)
     return load_images(data, seed, options.get("max_samples"))
+
+
+def _file_backbone(backbone: str, size: int, alpha: float, path: str):
+    """The backbone with weights from a local file (transfer learning without a download)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            base = build_backbone(backbone, size, str(path), alpha)
+    except Exception as exc:  # wrong backbone/alpha for the file, not an HDF5 file...
+        raise UserError(f"cannot load {backbone} weights from {path}: {first_line(exc)}") from None
+    log(f"{backbone} weights loaded from {path}")
+    return base
 
 
 def _imagenet_backbone(backbone: str, size: int, alpha: float, required: bool):
@@ -87,19 +106,24 @@ def _imagenet_backbone(backbone: str, size: int, alpha: float, required: bool):
 
 
 def preprocessing_params(backbone: str, size: int) -> dict:
-    return {"type": "image", "height": size, "width": size, "channels": 3, "resize": "bilinear",
+    return {"type": "image", "height": size, "width": size, "channels": 3, "resize": RESIZE,
             "antialias": False, **SCALING[backbone][1]}
 
 
-def tf_preprocess(images, backbone: str, size: int):
-    """uint8/float [N, h, w, 3] -> model inputs, with TensorFlow ops (the reference for runtime)."""
+def tf_preprocess(images, backbone: str, size: int, resize: str = "bilinear"):
+    """uint8/float [N, h, w, 3] -> model inputs: the resize (tf.image.resize for "bilinear", the
+    runtime's numpy code for "bilinear_mediapipe") then Keras's preprocess_input (the reference
+    for the runtime's scaling)."""
     import importlib
 
     import tensorflow as tf
 
     applications = importlib.import_module(f"keras.applications.{SCALING[backbone][0]}")
-    resized = tf.image.resize(tf.cast(images, tf.float32), (size, size), method="bilinear",
-                              antialias=False)
+    if resize == "bilinear_mediapipe":
+        resized = np.stack([resize_bilinear_mediapipe(image, size, size) for image in np.asarray(images)])
+    else:
+        resized = tf.image.resize(tf.cast(images, tf.float32), (size, size), method="bilinear",
+                                  antialias=False)
     return applications.preprocess_input(resized)
 
 
@@ -111,7 +135,7 @@ def preprocess_all(images: list, backbone: str, size: int, batch: int = 256) -> 
         j = i
         while j < len(images) and j - i < batch and images[j].shape == images[i].shape:
             j += 1
-        out[i:j] = np.asarray(tf_preprocess(np.stack(images[i:j]), backbone, size))
+        out[i:j] = np.asarray(tf_preprocess(np.stack(images[i:j]), backbone, size, RESIZE))
         i = j
     return out
 
@@ -156,7 +180,9 @@ def fit(dataset: Dataset, workdir: Path, epochs: int | None, seed: int, quick: b
     alpha = settings["alpha"] if backbone == "mobilenet_v2" else 1.0
     weights_option = options.get("weights", "auto")
     base = None
-    if weights_option != "none":
+    if weights_option not in WEIGHT_CHOICES:
+        base = _file_backbone(backbone, size, alpha, weights_option)
+    elif weights_option != "none":
         base = _imagenet_backbone(backbone, size, alpha, required=weights_option == "imagenet")
     pretrained = base is not None
     if not pretrained and weights_option == "none":
@@ -171,7 +197,8 @@ def fit(dataset: Dataset, workdir: Path, epochs: int | None, seed: int, quick: b
 
     architecture = {"kind": "image_cnn", "backbone": backbone, "input_size": size,
                     "num_classes": len(dataset.labels), "alpha": alpha, "dropout": settings["dropout"],
-                    "weights": "imagenet" if pretrained else None,
+                    "weights": (f"file:{Path(weights_option).name}" if weights_option not in WEIGHT_CHOICES
+                                else "imagenet") if pretrained else None,
                     "bn_momentum": None if pretrained else settings["bn_momentum"]}
     model = build_image_model(backbone, size, len(dataset.labels),
                               weights="imagenet" if pretrained else None, alpha=alpha,

@@ -7,22 +7,67 @@ from edgekit.core import quiet_tensorflow
 quiet_tensorflow()
 import keras  # noqa: E402
 
+TEXT_ARCHS = ("lstm", "gru", "bilstm", "transformer")
+SPEECH_ARCHS = ("lstm", "gru", "bilstm")
+
+
+def _recurrent(arch: str, units: int, return_sequences: bool, name: str):
+    """The recurrent layer of `arch`: export fuses LSTMs (UNIDIRECTIONAL_SEQUENCE_LSTM, two for
+    bilstm) and unrolls GRUs over the fixed length (export/lstm.py)."""
+    if arch == "lstm":
+        return keras.layers.LSTM(units, return_sequences=return_sequences, name=name)
+    if arch == "gru":
+        return keras.layers.GRU(units, return_sequences=return_sequences, name=name)
+    if arch == "bilstm":  # half the units each way: the same output width as one LSTM
+        return keras.layers.Bidirectional(keras.layers.LSTM(max(units // 2, 1), return_sequences=return_sequences),
+                                          name=name)
+    raise ValueError(f"unknown recurrent architecture {arch!r}")
+
 
 def build_text_model(vocab_size: int, max_len: int, num_classes: int,
-                     embedding_dim: int = 32, units: int = 32) -> keras.Model:
-    """Embedding -> LSTM -> Dense softmax over int32 token ids [N, max_len] (id 0 = padding)."""
+                     embedding_dim: int = 32, units: int = 32, arch: str = "lstm") -> keras.Model:
+    """int32 token ids [N, max_len] (id 0 = padding, no mask) -> Embedding -> LSTM | GRU |
+    Bidirectional(LSTM) -> Dense softmax; or arch "transformer": one encoder block (see
+    transformer_classifier)."""
+    if arch not in TEXT_ARCHS:
+        raise ValueError(f"unknown text architecture {arch!r}; choose from {', '.join(TEXT_ARCHS)}")
+    if arch == "transformer":
+        return transformer_classifier(max_len, vocab_size, num_classes, dim=embedding_dim, heads=2,
+                                      name="text_classifier")
     tokens = keras.Input(shape=(max_len,), dtype="int32", name="tokens")
     x = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")(tokens)
-    x = keras.layers.LSTM(units, name="lstm")(x)
+    x = _recurrent(arch, units, False, "lstm" if arch == "lstm" else arch)(x)
     probs = keras.layers.Dense(num_classes, activation="softmax", name="probs")(x)
     return keras.Model(tokens, probs, name="text_classifier")
 
 
+def transformer_classifier(max_len: int, vocab_size: int, num_classes: int, dim: int = 32, heads: int = 2,
+                           name: str = "transformer") -> keras.Model:
+    """Token ids -> token + learned position embeddings -> one encoder block (MultiHeadAttention,
+    residual, LayerNormalization, GELU feed-forward) -> mean over positions -> Dense softmax.
+    The positions come from `keras.ops` inside the graph, so the saved file needs no custom layer.
+    Padding positions (id 0) are attended to like any token: no mask, as the converters need."""
+    tokens = keras.Input((max_len,), dtype="int32", name="tokens")
+    positions = keras.ops.cumsum(keras.ops.ones_like(tokens), axis=1) - 1
+    x = keras.layers.Embedding(vocab_size, dim, name="token_embedding")(tokens) + \
+        keras.layers.Embedding(max_len, dim, name="position_embedding")(positions)
+    attention = keras.layers.MultiHeadAttention(heads, dim // heads, name="attention")(x, x)
+    x = keras.layers.LayerNormalization(name="norm_1")(x + attention)
+    ffn = keras.layers.Dense(dim * 2, activation="gelu", name="ffn_1")(x)
+    x = keras.layers.LayerNormalization(name="norm_2")(x + keras.layers.Dense(dim, name="ffn_2")(ffn))
+    x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
+    probs = keras.layers.Dense(num_classes, activation="softmax", name="probs")(x)
+    return keras.Model(tokens, probs, name=name)
+
+
 def build_speech_model(num_frames: int, num_features: int, num_classes: int,
-                       units: int = 64) -> keras.Model:
-    """Feature frames [N, T, F] -> LSTM(return_sequences) -> per-frame Dense softmax [N, T, C]."""
+                       units: int = 64, arch: str = "lstm") -> keras.Model:
+    """Feature frames [N, T, F] -> LSTM | GRU | Bidirectional(LSTM) (return_sequences) ->
+    per-frame Dense softmax [N, T, C]."""
+    if arch not in SPEECH_ARCHS:
+        raise ValueError(f"unknown speech architecture {arch!r}; choose from {', '.join(SPEECH_ARCHS)}")
     frames = keras.Input(shape=(num_frames, num_features), dtype="float32", name="frames")
-    x = keras.layers.LSTM(units, return_sequences=True, name="lstm")(frames)
+    x = _recurrent(arch, units, True, "lstm" if arch == "lstm" else arch)(frames)
     probs = keras.layers.Dense(num_classes, activation="softmax", name="probs")(x)
     return keras.Model(frames, probs, name="speech_frame_classifier")
 

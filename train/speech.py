@@ -1,5 +1,5 @@
-"""Speech (spoken word) classifier: log-mel or MFCC frames -> LSTM(return_sequences) -> per-frame
-softmax over the words plus a silence class.
+"""Speech (spoken word) classifier: log-mel or MFCC frames -> LSTM(return_sequences) (or --arch gru,
+bilstm) -> per-frame softmax over the words plus a silence class.
 
 Frame targets: frames whose energy is within FRAME_THRESHOLD_DB of the clip's loudest frame get the
 clip's word, the others "_silence". The utterance label combines the frames: sum of each class's
@@ -18,7 +18,7 @@ from edgekit.core import UserError, log
 from edgekit.runtime.preprocess.audio import fit_length, utterance_probs
 from edgekit.train import TrainResult, accuracy, pick_calibration, pick_heldout
 from edgekit.train.data import Dataset, load_wavs
-from edgekit.train.models import build_speech_model
+from edgekit.train.models import SPEECH_ARCHS, build_speech_model
 
 SILENCE = "_silence"
 FRAME_THRESHOLD_DB = 30.0
@@ -35,6 +35,9 @@ def check_options(options: dict) -> None:
     for key in ("text_column", "label_column", "input_size", "fine_tune_epochs"):
         if key in options:
             raise UserError(f"--{key.replace('_', '-')} does not apply to the speech task")
+    if options.get("arch", "lstm") not in SPEECH_ARCHS:
+        raise UserError(f"--arch must be one of {', '.join(SPEECH_ARCHS)} for the speech task, "
+                        f"got {options['arch']!r}")
     if options.get("features", "log_mel") not in ("log_mel", "mfcc"):
         raise UserError(f"--features must be log_mel or mfcc, got {options['features']!r}")
 
@@ -113,7 +116,8 @@ def fit(dataset: Dataset, workdir: Path, epochs: int | None, seed: int, quick: b
     frames_y = {name: frame_targets(clips, y, params) for name, (clips, y) in splits.items()}
     utter_y = {name: y + 1 for name, (_, y) in splits.items()}  # index into labels (0 = silence)
 
-    architecture = {"kind": "speech_lstm", "num_frames": params["num_frames"],
+    arch = options.get("arch", "lstm")
+    architecture = {"kind": f"speech_{arch}", "arch": arch, "num_frames": params["num_frames"],
                     "num_features": x["train"].shape[-1], "num_classes": len(labels),
                     "units": settings["units"]}
     model = build_speech_model(**{k: v for k, v in architecture.items() if k != "kind"})

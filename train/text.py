@@ -1,4 +1,5 @@
-"""Text classifier: TextVectorization vocabulary -> Embedding -> LSTM -> Dense softmax.
+"""Text classifier: TextVectorization vocabulary -> Embedding -> LSTM (or --arch gru, bilstm,
+transformer) -> Dense softmax.
 
 No masking (the TFLite fused-LSTM conversion cannot take masks): sequences are padded at the
 front ("pre"), so the LSTM's last steps are real tokens, and long texts keep their first max_len
@@ -12,21 +13,23 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.core import UserError, atomic_write_text, log
-from edgekit.runtime.preprocess.text import pad_ids
+from edgekit.runtime.preprocess.text import PADDING, TRUNCATING, pad_ids
 from edgekit.train import TrainResult, accuracy, pick_calibration, pick_heldout
 from edgekit.train.data import Dataset, load_text
-from edgekit.train.models import build_text_model
+from edgekit.train.models import TEXT_ARCHS, build_text_model
 
 DEFAULTS = {"max_len": 64, "max_tokens": 10000, "embedding_dim": 32, "units": 32,
             "epochs": 6, "batch_size": 32, "learning_rate": 3e-3}
 QUICK = {"epochs": 3}
-PADDING, TRUNCATING = "pre", "post"
 
 
 def check_options(options: dict) -> None:
     for key in ("input_size", "fine_tune_epochs", "features"):
         if key in options:
             raise UserError(f"--{key.replace('_', '-')} does not apply to the text task")
+    if options.get("arch", "lstm") not in TEXT_ARCHS:
+        raise UserError(f"--arch must be one of {', '.join(TEXT_ARCHS)} for the text task, "
+                        f"got {options['arch']!r}")
 
 
 def load(data, seed: int, options: dict) -> Dataset:
@@ -76,7 +79,8 @@ def fit(dataset: Dataset, workdir: Path, epochs: int | None, seed: int, quick: b
     max_len = settings["max_len"]
     x_train, x_val, x_test = (vectorize(vectorizer, t, max_len)
                               for t in (train_texts, val_texts, test_texts))
-    architecture = {"kind": "text_lstm", "vocab_size": len(vocab), "max_len": max_len,
+    arch = options.get("arch", "lstm")
+    architecture = {"kind": f"text_{arch}", "arch": arch, "vocab_size": len(vocab), "max_len": max_len,
                     "num_classes": len(dataset.labels), "embedding_dim": settings["embedding_dim"],
                     "units": settings["units"]}
     model = build_text_model(**{k: v for k, v in architecture.items() if k != "kind"})

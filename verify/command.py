@@ -1,4 +1,5 @@
-"""`edgekit verify MODEL_DIR ARTIFACTS_DIR [...]` and `edgekit verify --golden FILE ARTIFACTS_DIR`.
+"""`edgekit verify MODEL ARTIFACTS_DIR [...]` (MODEL: a model directory or a .keras file) and
+`edgekit verify --golden FILE ARTIFACTS_DIR`.
 
 Exit 0 when every bundle passes its gate, 1 when any fails (the summary says which and why).
 """
@@ -15,6 +16,11 @@ from edgekit.verify.report import html_report, markdown_report, summary_lines
 
 def run(args) -> int:
     overrides = parse_overrides(getattr(args, "gate", None))
+    devices = list(getattr(args, "devices", None) or [])
+    if devices:  # an unknown device name fails now, not after minutes of verification
+        from edgekit.verify.recommend import check_devices
+
+        check_devices(devices)
     paths = list(args.paths)
     if args.golden:
         for flag in ("data", "save_golden", "fix"):
@@ -29,13 +35,17 @@ def run(args) -> int:
                                     max_samples=args.max_samples)
     else:
         if len(paths) != 2:
-            raise UserError("expected MODEL_DIR ARTIFACTS_DIR (or --golden FILE ARTIFACTS_DIR)")
+            raise UserError("expected MODEL ARTIFACTS_DIR (or --golden FILE ARTIFACTS_DIR)")
         from edgekit.verify.core import verify_with_keras
 
         result = verify_with_keras(
             paths[0], paths[1], data=args.data, text_column=args.text_column,
             label_column=args.label_column, gate_overrides=overrides, max_samples=args.max_samples,
             fix=args.fix, save_golden_to=args.save_golden, allow_unsafe=args.allow_unsafe)
+    if devices:
+        from edgekit.verify.recommend import recommend
+
+        recommend(result, devices)
     write_outputs([result], json_path=args.json_path, html_path=args.html, markdown_path=args.markdown,
                   title=f"edgekit verify: {result['task']}")
     for line in summary_lines(result):

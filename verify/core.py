@@ -7,8 +7,6 @@ verify/report.py renders and verify/command.py writes.
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,13 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import __version__
-from edgekit.core import UserError, atomic_dir, first_line, log, now_iso, sha256_file
+from edgekit.core import UserError, first_line, log, now_iso
 from edgekit.verify import layers
 from edgekit.verify.evaluate import EvalData, Task, evaluate_bundle, find_bundles, read_manifest, reference_summary
+from edgekit.verify.fix import FIXED_SUFFIX, MAX_STEPS, FixContext, fix_failures
 from edgekit.verify.gates import Gate, gate_for, gates_from_tolerances, tolerances
 from edgekit.verify.golden import Golden, load_golden, save_golden
 
-FIXED_SUFFIX = "-keepfloat"
+__all__ = ["FIXED_SUFFIX", "verify_with_golden", "verify_with_keras"]
 
 
 def verify_with_keras(model_dir: str | Path, artifacts: str | Path, *, data: str | Path | None = None,
@@ -31,9 +30,20 @@ def verify_with_keras(model_dir: str | Path, artifacts: str | Path, *, data: str
                       fix: bool = False, save_golden_to: str | Path | None = None,
                       converter_factory: str = layers.DEFAULT_CONVERTER_FACTORY,
                       load: Callable | None = None, allow_unsafe: bool = False,
-                      layer_debug: bool = True, debug_samples: int = layers.DEBUG_SAMPLES) -> dict:
-    from edgekit.verify.reference import load_labelled_data, load_reference, reference_outputs
+                      layer_debug: bool = True, debug_samples: int = layers.DEBUG_SAMPLES,
+                      fix_steps: int = MAX_STEPS) -> dict:
+    from edgekit.train.io import is_model_file
+    from edgekit.verify.reference import load_labelled_data, load_reference, reference_dir, reference_outputs
 
+    if is_model_file(model_dir):  # a user's .keras file: through a model view (verify/reference.py)
+        with reference_dir(model_dir, find_bundles(artifacts), data, allow_unsafe) as view:
+            result = verify_with_keras(
+                view, artifacts, data=data, text_column=text_column, label_column=label_column,
+                gate_overrides=gate_overrides, max_samples=max_samples, fix=fix, save_golden_to=save_golden_to,
+                converter_factory=converter_factory, load=load, allow_unsafe=allow_unsafe,
+                layer_debug=layer_debug, debug_samples=debug_samples, fix_steps=fix_steps)
+        result["model_dir"] = str(model_dir)
+        return result
     start = time.perf_counter()
     model_dir = Path(model_dir)
     bundles = find_bundles(artifacts)          # fail fast on a bad folder, before loading Keras
@@ -41,7 +51,7 @@ def verify_with_keras(model_dir: str | Path, artifacts: str | Path, *, data: str
     task = Task(metadata.get("task", ""), list(metadata.get("labels") or []),
                 dict(metadata.get("preprocessing") or {}))
     if data is not None:
-        eval_data = load_labelled_data(data, model_dir, metadata, text_column, label_column)
+        eval_data = load_labelled_data(data, model_dir, metadata, text_column, label_column, model=model)
     else:
         from edgekit.verify.evaluate import load_heldout
         eval_data = load_heldout(model_dir)
@@ -64,9 +74,11 @@ def verify_with_keras(model_dir: str | Path, artifacts: str | Path, *, data: str
     if layer_debug:
         _add_layer_tables(entries, model_dir, converter_factory, debug_samples, eval_data.x)
     if fix:
-        fixed = _fix_int8_failures(entries, model_dir, Path(artifacts), eval_data, reference, task,
-                                   result, gate_overrides, converter_factory, load)
-        entries.extend(fixed)
+        context = FixContext(model_dir, Path(artifacts), eval_data, reference, task,
+                             result["reference"]["accuracy"],
+                             lambda manifest: _gate_or_none(manifest, gate_overrides, None),
+                             converter_factory, load, fix_steps)
+        entries.extend(fix_failures(entries, context))
     else:
         _suggest_fixes(entries)
     return _finish(result, entries, start)
@@ -78,11 +90,11 @@ def verify_with_golden(golden_path: str | Path, artifacts: str | Path, *,
     """Bundles vs a golden file's stored Keras outputs: no Keras, no TensorFlow."""
     start = time.perf_counter()
     bundles = find_bundles(artifacts)
-    golden = load_golden(golden_path)
+    golden = load_golden(golden_path).head(max_samples)
     meta = golden.meta
     task = Task(meta.get("task", ""), list(meta.get("labels") or []), dict(meta.get("preprocessing") or {}))
-    eval_data = EvalData(golden.x, golden.y, golden.utterance_y, str(golden_path)).head(max_samples)
-    reference = golden.reference[:len(eval_data)]
+    eval_data = EvalData(golden.x, golden.y, golden.utterance_y, str(golden_path))
+    reference = golden.reference
     base = gates_from_tolerances(meta.get("tolerance"))
     log(f"verify: golden reference {golden_path} ({len(eval_data)} samples, task {task.name})")
     result = _base_result(task, eval_data, reference, source=f"golden:{golden_path}", model_dir=None,
@@ -129,8 +141,11 @@ def _evaluate_all(bundles: list[Path], data: EvalData, reference: np.ndarray, ta
 
 
 def _gate_or_none(manifest: dict, overrides, base) -> Gate | None:
+    from edgekit.runtime.kinds import kind_gate  # the model kind's overrides (runtime/kinds.py)
+
     try:
-        return gate_for(str(manifest.get("format")), str(manifest.get("variant")), overrides, base)
+        return kind_gate(gate_for(str(manifest.get("format")), str(manifest.get("variant")), overrides, base),
+                         manifest)
     except UserError:
         return None
 
@@ -164,77 +179,9 @@ def _onnx_layers(entry: dict, float_entry: dict | None, x: np.ndarray, samples: 
 def _suggest_fixes(entries: list[dict]) -> None:
     for entry in entries:
         worst = (entry.get("layers") or {}).get("worst")
-        if not entry["passed"] and entry.get("format") == "tflite" and entry.get("variant") == "int8" and worst:
-            entry["suggestion"] = ("rerun with --fix to re-export keeping in float: " + ", ".join(worst))
-
-
-def _fix_int8_failures(entries, model_dir: Path, artifacts: Path, data: EvalData, reference, task: Task,
-                       result: dict, overrides, factory: str, load) -> list[dict]:
-    """Re-export each failing TFLite int8 bundle with its worst tensors in float; verify the result."""
-    fixed_entries = []
-    for entry in [e for e in entries if not e["passed"] and e.get("format") == "tflite"
-                  and e.get("variant") == "int8" and "error" not in e]:
-        worst = (entry.get("layers") or {}).get("worst")
-        if not worst:
-            entry["fix"] = {"skipped": (entry.get("layers") or {}).get("skipped", "no per-layer table")}
-            continue
-        original = Path(entry["path"])
-        target = (original.parent if artifacts.resolve() != original.resolve() else artifacts.parent) \
-            / f"{original.name}{FIXED_SUFFIX}"
-        log(f"verify: --fix: re-exporting {original.name} with {len(worst)} tensors in float -> {target.name}")
-        outcome = _write_fixed_bundle(original, target, model_dir, worst, factory)
-        if "skipped" in outcome:
-            entry["fix"] = outcome
-            continue
-        gate = _gate_or_none(read_manifest(target), overrides, None)
-        fixed = evaluate_bundle(target, data, reference, task, result["reference"]["accuracy"], gate, load)
-        fixed["fixed_from"] = original.name
-        fixed["keep_float"] = worst
-        fixed["cost"] = _cost(entry, fixed)
-        log(f"  {target.name}: {'PASS' if fixed['passed'] else 'FAIL'} "
-            f"(size {fixed['cost']['size_bytes']:+d} B, latency {fixed['cost']['latency_ms']:+.3f} ms)")
-        entry["fix"] = {"bundle": target.name, "passed": fixed["passed"], "keep_float": worst}
-        fixed_entries.append(fixed)
-    return fixed_entries
-
-
-def _write_fixed_bundle(original: Path, target: Path, model_dir: Path, keep_float: list[str],
-                        factory: str) -> dict:
-    manifest = read_manifest(original)
-    model_name = str(manifest.get("model_file", "model.tflite"))
-    try:
-        return _write_fixed_bundle_in(original, target, manifest, model_name, model_dir, keep_float, factory)
-    except _Skip as skip:
-        return {"skipped": str(skip)}
-
-
-def _write_fixed_bundle_in(original: Path, target: Path, manifest: dict, model_name: str,
-                           model_dir: Path, keep_float: list[str], factory: str) -> dict:
-    with atomic_dir(target) as tmp:
-        shutil.copytree(original, tmp, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns(model_name, "manifest.json"))
-        outcome = layers.requantize_keeping_float(model_dir, keep_float, tmp / model_name, "int8", factory)
-        if "skipped" in outcome:
-            raise _Skip(outcome["skipped"])
-        manifest.update(
-            sha256=sha256_file(tmp / model_name), size_bytes=(tmp / model_name).stat().st_size,
-            ops=outcome.get("ops", manifest.get("ops")),
-            recipe=f"{manifest.get('recipe') or 'static_wi8_ai8'}+float_layers",
-            created=now_iso())
-        manifest.setdefault("export", {})["keep_float_layers"] = keep_float
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return {"bundle": target.name}
-
-
-class _Skip(Exception):
-    pass
-
-
-def _cost(before: dict, after: dict) -> dict:
-    size = (after.get("size_bytes") or 0) - (before.get("size_bytes") or 0)
-    latency = (after.get("latency_ms") or 0.0) - (before.get("latency_ms") or 0.0)
-    return {"size_bytes": int(size), "latency_ms": float(latency),
-            "size_ratio": (after.get("size_bytes") or 0) / max(before.get("size_bytes") or 1, 1)}
+        if not entry["passed"] and entry.get("variant") == "int8" and worst:
+            entry["suggestion"] = ("rerun with --fix to search the fewest layers to keep in float "
+                                   "(the worst first: " + ", ".join(worst) + ")")
 
 
 def _finish(result: dict, entries: list[dict], start: float) -> dict:

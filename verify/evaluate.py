@@ -5,7 +5,6 @@ against a golden file never imports TensorFlow.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,8 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.core import UserError, first_line
+from edgekit.runtime.bundle import read_manifest as bundle_manifest
 from edgekit.runtime.compare import compare, confidence_margin
-from edgekit.verify.gates import CONFIDENCE_MARGIN_FLOOR, Gate, check
+from edgekit.runtime.errors import ModelFileError
+from edgekit.runtime.gates import CONFIDENCE_MARGIN_FLOOR, Gate, check, parity_metrics
+from edgekit.runtime.kinds import KINDS, batch_size, take
 
 MANIFEST = "manifest.json"
 
@@ -23,18 +25,18 @@ MANIFEST = "manifest.json"
 @dataclass
 class EvalData:
     """Model inputs with their labels: `y` per sample (per frame for speech), `utterance_y` for speech."""
-    x: np.ndarray
+    x: np.ndarray | dict           # one array, or input name -> array for a several-input model
     y: np.ndarray | None
     utterance_y: np.ndarray | None = None
     source: str = ""
 
     def __len__(self) -> int:
-        return len(self.x)
+        return batch_size(self.x)
 
     def head(self, n: int | None) -> EvalData:
-        if n is None or n >= len(self.x):
+        if n is None or n >= len(self):
             return self
-        return EvalData(self.x[:n], None if self.y is None else self.y[:n],
+        return EvalData(take(self.x, 0, n), None if self.y is None else self.y[:n],
                         None if self.utterance_y is None else self.utterance_y[:n], self.source)
 
 
@@ -47,7 +49,8 @@ class Task:
 
     @property
     def per_frame(self) -> bool:
-        return self.name == "speech"
+        kind = KINDS.get(self.name)
+        return bool(kind and kind.per_frame)
 
 
 # Inputs ------------------------------------------------------------------------------------------
@@ -83,11 +86,11 @@ def find_bundles(path: str | Path) -> list[Path]:
 
 
 def read_manifest(bundle: Path) -> dict:
-    """The manifest, or {} when it is unreadable (the bundle is then reported as a failed entry)."""
+    """The manifest (the runtime's reader), or {} when it is unreadable: verify then reports the bundle
+    as a failed entry instead of stopping."""
     try:
-        manifest = json.loads((bundle / MANIFEST).read_text(encoding="utf-8"))
-        return manifest if isinstance(manifest, dict) else {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return bundle_manifest(bundle)
+    except ModelFileError:
         return {}
 
 
@@ -103,10 +106,10 @@ def run_bundle(bundle: Path, x: np.ndarray, load: Callable | None = None) -> tup
     load = load or default_loader()
     outputs, seconds = [], []
     with load(bundle) as model:
-        model.predict_tensors(x[:1])
-        for i in range(len(x)):
+        model.predict_tensors(take(x, 0, 1))
+        for i in range(batch_size(x)):
             start = time.perf_counter()
-            out = model.predict_tensors(x[i:i + 1])
+            out = model.predict_tensors(take(x, i, i + 1))
             seconds.append(time.perf_counter() - start)
             outputs.append(np.asarray(out, dtype=np.float32))
     return np.concatenate(outputs), 1000.0 * float(np.median(seconds))
@@ -148,13 +151,18 @@ def score(reference: np.ndarray, output: np.ndarray, data: EvalData, task: Task,
           reference_accuracy: float | None) -> dict:
     """Parity and accuracy metrics of one bundle's outputs vs the reference (JSON-ready)."""
     parity = compare(reference, output).to_dict()
+    extra = parity_metrics(reference, output)
     metrics = {
         "accuracy": accuracy(output, data, task),
         "agreement": parity["agreement"],
         "max_abs_error": parity["max_abs_error"],
         "mean_abs_error": parity["mean_abs_error"],
+        "p99_abs_error": extra["p99_abs_error"],
         "cosine": parity["cosine"],
         "snr_db": parity["snr_db"],           # None when identical (infinite SNR)
+        "psnr_db": extra["psnr_db"],         # None when identical
+        "topk_agreement": extra["topk_agreement"],
+        "top_k": extra["top_k"],
     }
     metrics["accuracy_delta"] = (
         None if metrics["accuracy"] is None or reference_accuracy is None
@@ -206,8 +214,7 @@ def evaluate_bundle(bundle: Path, data: EvalData, reference: np.ndarray, task: T
         entry.update(passed=False, reasons=[f"no gate for variant {entry['variant']!r}"])
     else:
         entry["gate"] = gate.to_dict()
-        reasons = check(gate, max_abs_error=entry["max_abs_error"], agreement=entry["agreement"],
-                        accuracy_delta=entry["accuracy_delta"])
+        reasons = check(gate, reference, output, entry["accuracy_delta"], metrics=entry)
         entry.update(passed=not reasons, reasons=reasons)
     entry["seconds"] = time.perf_counter() - start
     return entry

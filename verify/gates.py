@@ -1,75 +1,22 @@
-"""Pass/fail gates per quantization variant: every tolerance is written once, here, with its reason.
-
-A gate holds up to three limits; a bundle passes when every limit that is set holds:
-- `max_abs_error`: largest |p_bundle - p_keras| over all probabilities,
-- `min_agreement`: fraction of rows (samples; frames for speech) with the same top-1 class as Keras,
-- `max_accuracy_drop`: task accuracy lost vs Keras, in percentage points.
+"""Gates, host side: `--gate VARIANT.KEY=VALUE` overrides over the one tolerance table
+(edgekit/runtime/gates.py, where every limit is written once with its reason).
 
 Users override one limit of one variant with `--gate VARIANT.KEY=VALUE` (e.g. `int8.max_accuracy_drop=2`);
 `VARIANT` may also be `FORMAT-VARIANT` (`onnx-int8.min_agreement=0.97`) to touch one format only.
+KEY is one of the runtime's LIMIT_KEYS: atol, rtol, max_abs_error, min_psnr_db, min_agreement,
+max_accuracy_drop.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
 
 from edgekit.core import UserError
+from edgekit.runtime.gates import CONFIDENCE_MARGIN_FLOOR, GATES, LIMIT_KEYS, Gate, check
 
-LIMIT_KEYS = ("max_abs_error", "min_agreement", "max_accuracy_drop")
-
-# A pass only means something when the reference is decisive: random-weight or collapsed models give
-# near-uniform softmax rows (median top-1 minus top-2 margin ~0.01) that every variant "matches".
-# A trained classifier's median margin is far above 0.1 (0.9+ on the project's three models), so
-# below 0.1 the report warns that parity was checked on an indecisive reference.
-CONFIDENCE_MARGIN_FLOOR = 0.1
-
-
-@dataclass(frozen=True)
-class Gate:
-    max_abs_error: float | None = None
-    min_agreement: float | None = None
-    max_accuracy_drop: float | None = None   # percentage points
-    reason: str = ""
-    overridden: tuple[str, ...] = field(default=())
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["overridden"] = list(self.overridden)
-        return data
-
-
-# fp32 runs the same float graph: the only differences are kernel summation order and fused ops
-# (measured 3e-8 ONNX vs Keras, conversion-facts.md); 1e-5 leaves 300x headroom yet catches a wrong
-# op, a wrong constant or a preprocessing mismatch, and a correct fp32 graph never flips a prediction.
-_FLOAT_EXACT = Gate(
-    max_abs_error=1e-5, min_agreement=1.0,
-    reason="same float32 graph: only summation order may differ, so outputs match to 1e-5 "
-           "and every top-1 class agrees")
-
-# fp16 stores weights in half precision (10-bit mantissa, relative error ~5e-4 per weight); through a
-# few layers probabilities move by up to ~1e-3, which flips only rows whose top-2 are near-tied.
-_HALF = Gate(
-    max_abs_error=1e-3, min_agreement=0.999,
-    reason="float16 weights carry ~5e-4 relative rounding: probabilities may move by 1e-3 and "
-           "flip at most 1 row in 1000 (near-ties)")
-
-# Integer variants change the numbers by design (8-bit weights and/or activations): exact parity is
-# the wrong question; what users care about is task accuracy, plus a check that the bundle still
-# makes the same decisions as Keras on nearly every input (catching a broken calibration whose
-# accuracy happens to be similar on a small held-out set).
-_INTEGER = Gate(
-    min_agreement=0.98, max_accuracy_drop=1.0,
-    reason="integer quantization changes outputs by design: gate on task accuracy (at most 1 "
-           "percentage point lost) and decisions (>= 98% same top-1 as Keras)")
-
-DEFAULT_GATES: dict[str, Gate] = {
-    "fp32": _FLOAT_EXACT,
-    "fp16": _HALF,
-    "dynamic": _INTEGER,
-    "int8": _INTEGER,
-    "int16x8": _INTEGER,
-}
+DEFAULT_GATES = GATES
+__all__ = ["CONFIDENCE_MARGIN_FLOOR", "DEFAULT_GATES", "LIMIT_KEYS", "Gate", "check", "gate_for",
+           "gates_from_tolerances", "parse_overrides", "tolerances"]
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, dict[str, float]]:
@@ -90,9 +37,11 @@ def parse_overrides(items: list[str] | None) -> dict[str, dict[str, float]]:
             value = float(value_text)
         except ValueError:
             raise UserError(f"--gate {item!r}: {value_text!r} is not a number") from None
-        if not math.isfinite(value) or value < 0 or (key == "min_agreement" and value > 1):
-            raise UserError(f"--gate {item!r}: {key} must be a finite number >= 0"
-                            + (" and <= 1" if key == "min_agreement" else ""))
+        is_fraction = key == "min_agreement"
+        is_db = key == "min_psnr_db"
+        if not math.isfinite(value) or (value < 0 and not is_db) or (is_fraction and value > 1):
+            raise UserError(f"--gate {item!r}: {key} must be a finite number"
+                            + ("" if is_db else " >= 0") + (" and <= 1" if is_fraction else ""))
         overrides.setdefault(variant, {})[key] = value
     return overrides
 
@@ -108,24 +57,8 @@ def gate_for(fmt: str, variant: str, overrides: dict[str, dict[str, float]] | No
     for target in (variant, f"{fmt}-{variant}"):
         changes = (overrides or {}).get(target)
         if changes:
-            gate = replace(gate, **changes,
-                           overridden=tuple(dict.fromkeys(gate.overridden + tuple(changes))))
+            gate = gate.with_limits(**changes)
     return gate
-
-
-def check(gate: Gate, *, max_abs_error: float, agreement: float,
-          accuracy_delta: float | None) -> list[str]:
-    """Reasons the metrics fail the gate (empty when they pass). accuracy_delta: bundle minus Keras,
-    in percentage points (negative = accuracy lost)."""
-    reasons = []
-    if gate.max_abs_error is not None and not max_abs_error <= gate.max_abs_error:
-        reasons.append(f"max abs error {max_abs_error:.3g} > {gate.max_abs_error:g}")
-    if gate.min_agreement is not None and not agreement >= gate.min_agreement:
-        reasons.append(f"top-1 agreement {100 * agreement:.2f}% < {100 * gate.min_agreement:g}%")
-    if gate.max_accuracy_drop is not None and accuracy_delta is not None \
-            and not -accuracy_delta <= gate.max_accuracy_drop:
-        reasons.append(f"accuracy drop {-accuracy_delta:.2f} pp > {gate.max_accuracy_drop:g} pp")
-    return reasons
 
 
 def tolerances(overrides: dict[str, dict[str, float]] | None = None,
@@ -135,11 +68,10 @@ def tolerances(overrides: dict[str, dict[str, float]] | None = None,
 
 
 def gates_from_tolerances(data: dict | None) -> dict[str, Gate]:
-    """Gates back from `tolerances()` output (a golden file's meta); unknown keys are ignored."""
+    """Gates back from `tolerances()` output (a golden file's meta); unknown keys are ignored; a
+    limit the file does not name keeps the table's value."""
     gates = dict(DEFAULT_GATES)
     for variant, limits in (data or {}).items():
         if isinstance(limits, dict):
-            gates[variant] = Gate(**{k: limits.get(k) for k in LIMIT_KEYS},
-                                  reason=str(limits.get("reason", "")),
-                                  overridden=tuple(limits.get("overridden") or ()))
+            gates[variant] = Gate.from_dict(limits, DEFAULT_GATES.get(variant, Gate()))
     return gates

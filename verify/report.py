@@ -59,8 +59,38 @@ def summary_lines(result: dict) -> list[str]:
     verdict = "PASS" if result["passed"] else "FAIL"
     lines.append(f"{verdict}: {result['task']} model, {len(result['artifacts'])} bundles, "
                  f"{result['samples']} samples" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    lines += device_lines(result)
     lines += [f"warning: {w}" for w in result.get("warnings", [])]
     return lines
+
+
+def device_lines(result: dict) -> list[str]:
+    """One line per --device: the bundle to ship there and why (latencies are estimates)."""
+    return [f"{name}: ship {d['recommended'] or 'nothing'} (estimate: {d['reason']})"
+            for name, d in (result.get("devices") or {}).items()]
+
+
+def device_estimate_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the table of host latency (measured) next to device latency (ESTIMATES)."""
+    names = list(result.get("devices") or {})
+    header = ["bundle", "size", "gate", "host latency (ms, measured)"] + [
+        f"{n} latency (ms, ESTIMATE)" for n in names]
+    rows = []
+    for entry in result["artifacts"]:
+        cells = [entry["bundle"], fmt_size(entry.get("size_bytes")), status_text(entry),
+                 fmt_num(entry.get("latency_ms"), ".3f")]
+        for name in names:
+            est = (entry.get("device_estimates") or {}).get(name)
+            excluded = next((c.get("excluded") for c in result["devices"][name]["candidates"]
+                             if c["bundle"] == entry["bundle"]), None)
+            text = (f"~{est['point_ms']:.3g} ({est['low_ms']:.2g}-{est['high_ms']:.2g})" if est else "-")
+            if result["devices"][name]["recommended"] == entry["bundle"]:
+                text += " ship"
+            elif excluded and not est:
+                text = "cannot run"
+            cells.append(text)
+        rows.append(cells)
+    return header, rows
 
 
 # Markdown -------------------------------------------------------------------------------------------
@@ -114,6 +144,14 @@ def markdown_section(result: dict, level: int = 2) -> str:
                         f"(x{cost['size_ratio']:.2f}), latency {cost['latency_ms']:+.3f} ms."]
         elif entry.get("suggestion"):
             out += ["", f"{entry['bundle']}: {entry['suggestion']}."]
+    if result.get("devices"):
+        header, rows = device_estimate_rows(result)
+        out += ["", "Device latency: ESTIMATES from a cost model calibrated on published figures "
+                    "(`edgekit devices estimate`; docs/estimates.md), next to the latency measured on this host.",
+                "", "| " + " | ".join(header) + " |", "|---|---:|---|" + "---:|" * (len(header) - 3)]
+        out += ["| " + " | ".join(r) + " |" for r in rows]
+        out += [""] + [f"- **{name}**: ship **{d['recommended'] or 'nothing'}**: {d['reason']}"
+                       for name, d in result["devices"].items()]
     if result.get("warnings"):
         out += [""] + [f"> warning: {w}" for w in result["warnings"]]
     return "\n".join(out) + "\n"
@@ -150,15 +188,19 @@ def accuracy_vs_size_png(result: dict) -> str | None:
     if not rows:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    for e in rows:
-        ax.scatter(e["size_bytes"] / 1024, 100 * e["accuracy"], color="tab:green" if e["passed"] else "tab:red")
-        ax.annotate(e["bundle"].split("-", 1)[-1], (e["size_bytes"] / 1024, 100 * e["accuracy"]),
-                    fontsize=7, xytext=(3, 3), textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(7.6, 3.6))
+    # Points of near-equal size and accuracy sit on top of each other, so text beside them would
+    # overlap: each bundle gets its own marker, named in a legend outside the axes.
+    markers = "osD^vP*Xh<>p"
+    for i, e in enumerate(rows):
+        ax.scatter(e["size_bytes"] / 1024, 100 * e["accuracy"], marker=markers[i % len(markers)],
+                   s=30 + 14 * (i % 4), facecolors="none", linewidths=1.4,   # hollow: stacked points stay visible
+                   edgecolors="tab:green" if e["passed"] else "tab:red",
+                   label=f"{e['bundle'].split('-', 1)[-1]} ({'pass' if e['passed'] else 'FAIL'})")
     ref = result["reference"].get("accuracy")
     if ref is not None:
         ax.axhline(100 * ref, color="gray", linestyle="--", linewidth=1, label="Keras")
-        ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     ax.set_xscale("log")
     ax.set_xlabel("file size (KB, log scale)")
     ax.set_ylabel("accuracy (%)")
@@ -244,6 +286,17 @@ def html_section(result: dict) -> str:
                  "<th>agreement</th><th>max abs error</th><th>cosine</th><th>SNR (dB)</th>"
                  "<th>latency (ms)</th><th>gate</th><th>reasons</th></tr>"
                  + "".join(_html_row(e) for e in result["artifacts"]) + "</table>")
+    if result.get("devices"):
+        header, rows = device_estimate_rows(result)
+        parts.append("<h3>Device latency (ESTIMATES)</h3><p>Estimated from a cost model calibrated on "
+                     "published figures (<code>edgekit devices estimate</code>), next to the latency "
+                     "measured on this host. Ranges in parentheses.</p>")
+        parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" + "".join(
+            "<tr>" + "".join(f'<td class="num">{html.escape(c)}</td>' if i else f"<td>{html.escape(c)}</td>"
+                             for i, c in enumerate(r)) + "</tr>" for r in rows) + "</table>")
+        parts.append("<ul>" + "".join(
+            f"<li><b>{html.escape(name)}</b>: ship <b>{html.escape(d['recommended'] or 'nothing')}</b>: "
+            f"{html.escape(d['reason'])}</li>" for name, d in result["devices"].items()) + "</ul>")
     parts.append(_img(accuracy_vs_size_png(result), f"{result['task']} accuracy vs size"))
     parts.append(_img(latency_png(result), f"{result['task']} latency per variant"))
     for entry in result["artifacts"]:

@@ -3,16 +3,25 @@ expose the same `Interpreter` API and differ only in where it is imported from.
 
 TFLite interpreters are not thread-safe: one lock serialises set_tensor/invoke/get_tensor, so any
 number of threads may call `run` on one runner and get what serial calls would give.
+
+Banners: the TFLite C++ library writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." (and
+tensorflow.lite its start-up logs) straight to file descriptor 2, and honours no environment variable
+for it, so interpreter creation runs with fd 2 pointed at /dev/null unless EDGEKIT_BACKEND_LOGS=1
+(what the runtime commands' --verbose sets). While that lasts (milliseconds, once per model load),
+other threads' writes to stderr are dropped too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
 
 import numpy as np
 
 from edgekit.runtime.backends.base import Runner, TensorInfo
-from edgekit.runtime.errors import InvalidInputError, first_line
+from edgekit.runtime.errors import InferenceError, InvalidInputError, first_line
 
 
 def _tensor_info(detail: dict) -> TensorInfo:
@@ -30,11 +39,58 @@ STATEFUL_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "
                 "BIDIRECTIONAL_SEQUENCE_RNN", "SVDF", "VAR_HANDLE", "ASSIGN_VARIABLE"}
 
 
+# Recurrent ops whose state survives an invoke in variable tensors, and the op inputs that hold it.
+STATE_INPUTS = {"UNIDIRECTIONAL_SEQUENCE_LSTM": (18, 19), "UNIDIRECTIONAL_SEQUENCE_RNN": (4,), "SVDF": (4,)}
+# With any of these, carrying state from one invoke to the next does not continue the sequence
+# (a backward LSTM reads its input reversed; resource variables are not op inputs we can save).
+NOT_STREAMABLE = (STATEFUL_OPS - set(STATE_INPUTS)) | {"REVERSE_V2", "REVERSE_SEQUENCE"}
+
+
+def _state_tensors(interpreter) -> list[int] | None:
+    """Indices of the tensors that carry recurrent state between invokes, or None when the model's
+    state cannot be carried that way (see NOT_STREAMABLE) or the interpreter cannot list its ops."""
+    try:
+        ops = interpreter._get_ops_details()
+    except Exception:
+        return None
+    if any(op["op_name"] in NOT_STREAMABLE for op in ops):
+        return None
+    found = [int(op["inputs"][k]) for op in ops if op["op_name"] in STATE_INPUTS
+             for k in STATE_INPUTS[op["op_name"]] if k < len(op["inputs"]) and op["inputs"][k] >= 0]
+    return found or None
+
+
 def _has_state(interpreter) -> bool:
     try:
         return any(op["op_name"] in STATEFUL_OPS for op in interpreter._get_ops_details())
     except Exception:  # older interpreters lack the op listing: resetting is always correct
         return True
+
+
+def backend_logs_shown() -> bool:
+    return os.environ.get("EDGEKIT_BACKEND_LOGS", "0") not in ("", "0")
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Point fd 2 at /dev/null for the duration (unless EDGEKIT_BACKEND_LOGS=1)."""
+    if backend_logs_shown():
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2: nothing to silence
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 class TFLiteRunner(Runner):
@@ -46,14 +102,15 @@ class TFLiteRunner(Runner):
         raise NotImplementedError
 
     def activate_impl(self) -> None:
-        module = self.load_interpreter_module()
-        kwargs = {"model_content": self.model}
-        if self.settings.threads is not None:
-            kwargs["num_threads"] = self.settings.threads
-        if not self.settings.xnnpack:
-            kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        interpreter = module.Interpreter(**kwargs)
-        interpreter.allocate_tensors()
+        with quiet_stderr():
+            module = self.load_interpreter_module()
+            kwargs = {"model_content": self.model}
+            if self.settings.threads is not None:
+                kwargs["num_threads"] = self.settings.threads
+            if not self.settings.xnnpack:
+                kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            interpreter = module.Interpreter(**kwargs)
+            interpreter.allocate_tensors()
         self._interpreter = interpreter
         self._input_details = interpreter.get_input_details()
         self._output_details = interpreter.get_output_details()
@@ -63,6 +120,7 @@ class TFLiteRunner(Runner):
         # The fused LSTM ops keep their hidden/cell state in variable tensors that survive an invoke:
         # without a reset, each prediction would continue the previous sequence.
         self._stateful = _has_state(interpreter)
+        self._state_idx = _state_tensors(interpreter) if self._stateful else None
 
     @property
     def interpreter(self):
@@ -77,14 +135,47 @@ class TFLiteRunner(Runner):
 
     def run_impl(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         interp = self._interpreter
-        try:
-            with self._lock:
+        with self._lock:
+            try:  # set_tensor checks the array against the tensor: a refusal is about the input
                 for idx, a in zip(self._in_idx, arrays):
                     interp.set_tensor(idx, a)
+            except ValueError as exc:
+                raise InvalidInputError(f"{self.backend} rejected the input: {first_line(exc)}") from None
+            try:  # the input passed every check: a failure here is the model's or the backend's
                 if self._stateful:
                     interp.reset_all_variables()
                 interp.invoke()
                 return [interp.get_tensor(i) for i in self._out_idx]  # get_tensor copies
+            except (ValueError, RuntimeError) as exc:
+                raise InferenceError(f"{self.backend} failed running {self.name}: {first_line(exc)}") from None
+
+    # -- streaming: recurrent state carried from one call to the next ------------------------------
+    @property
+    def carries_state(self) -> bool:
+        """Whether `run_with_state` can continue a sequence across calls (a fused LSTM/RNN model)."""
+        self._require_active()
+        return bool(self._state_idx)
+
+    def initial_state(self) -> list[np.ndarray]:
+        """The recurrent state at the start of a sequence (what reset_all_variables sets: zeros, or
+        the zero point of an int8 state tensor)."""
+        with self._lock:
+            self._interpreter.reset_all_variables()
+            return [self._interpreter.get_tensor(i) for i in self._state_idx]
+
+    def run_with_state(self, arrays: list[np.ndarray], state: list[np.ndarray]):
+        """Run one batch-1 chunk of a sequence from `state`: (outputs, state after the chunk). The
+        caller owns the state, so several streams (and `run` calls) can share one interpreter."""
+        interp = self._interpreter
+        try:
+            with self._lock:
+                for idx, a in zip(self._in_idx, arrays):
+                    interp.set_tensor(idx, a)
+                for idx, value in zip(self._state_idx, state):
+                    interp.set_tensor(idx, value)
+                interp.invoke()
+                outputs = [interp.get_tensor(i) for i in self._out_idx]
+                return outputs, [interp.get_tensor(i) for i in self._state_idx]
         except (ValueError, RuntimeError) as exc:
             raise InvalidInputError(f"{self.backend} rejected the input: {first_line(exc)}") from None
 

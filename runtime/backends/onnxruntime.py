@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.runtime.backends.base import Runner, TensorInfo
-from edgekit.runtime.errors import InvalidInputError, first_line
+from edgekit.runtime.errors import InferenceError, InvalidInputError, first_line
 
 ONNX_DTYPES = {
     "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
@@ -60,8 +60,10 @@ class OnnxRuntimeRunner(Runner):
     def run_impl(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         try:
             return self._session.run(self._out_names, dict(zip(self._in_names, arrays)))
-        except Exception as exc:  # onnxruntime's own exception classes (Fail, InvalidArgument...)
-            raise InvalidInputError(f"onnxruntime rejected the input: {first_line(exc)}") from None
+        except Exception as exc:  # onnxruntime's own exception classes (InvalidArgument, Fail, ...)
+            if type(exc).__name__ == "InvalidArgument":  # the feed does not fit the graph's inputs
+                raise InvalidInputError(f"onnxruntime rejected the input: {first_line(exc)}") from None
+            raise InferenceError(f"onnxruntime failed running {self.name}: {first_line(exc)}") from None
 
     def bare_call_impl(self, arrays: list[np.ndarray]):
         session, outs = self._session, self._out_names

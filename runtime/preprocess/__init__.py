@@ -16,22 +16,23 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.runtime.errors import InvalidInputError
-from edgekit.runtime.preprocess.audio import AudioPreprocessor, utterance_probs
-from edgekit.runtime.preprocess.image import ImagePreprocessor
-from edgekit.runtime.preprocess.text import from_params as _text_from_params
+from edgekit.runtime.preprocess.audio import utterance_probs
 
 __all__ = ["make_preprocessor", "utterance_probs"]
 
 
 def make_preprocessor(params: dict, assets_dir: str | Path | None = None) -> Callable[[list], np.ndarray]:
-    """assets_dir: the model directory or bundle folder (holding assets/vocab.txt), or its assets/."""
+    """assets_dir: the model directory or bundle folder (holding assets/vocab.txt), or its assets/.
+    Dispatches on params["type"] through the model-kind registry (runtime/kinds.py)."""
+    from edgekit.runtime.kinds import KINDS, ModelKind
+
     if not isinstance(params, dict) or "type" not in params:
         raise InvalidInputError("preprocessing parameters are missing their 'type'")
-    kind = params["type"]
-    if kind == "text":
-        return _text_from_params(params, assets_dir)
-    if kind == "image":
-        return ImagePreprocessor(params)
-    if kind == "speech":
-        return AudioPreprocessor(params)
-    raise InvalidInputError(f"unknown preprocessing type {kind!r}; expected text, image or speech")
+    kind = KINDS.get(params["type"])
+    preprocessor = kind.preprocessor(params, assets_dir) if kind is not None else None
+    if preprocessor is None:
+        with_preprocessing = [name for name, k in KINDS.items()
+                             if type(k).preprocessor is not ModelKind.preprocessor]
+        raise InvalidInputError(f"unknown preprocessing type {params['type']!r}; expected "
+                                f"{', '.join(with_preprocessing)}")
+    return preprocessor

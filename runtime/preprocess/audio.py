@@ -2,41 +2,41 @@
 periodic Hann window, TensorFlow's mel weight matrix, log, optional MFCC (DCT-II), then per-feature
 standardisation. Training computes them in float64 and so does this module, so the two agree to
 ~1e-12 before the float32 cast (float32 FFTs from different libraries would differ by ~1e-3 in quiet
-mel bands after the log)."""
+mel bands after the log).
+
+Audio files are read by `wav.py` (the reader training uses too) and resampled to the model's rate by
+`resample.py`. A recording longer than the model's clip is cut to the clip for one-shot prediction;
+when the part cut off holds sound (a frame within SOUND_DB of the recording's loudest frame, the
+training rule for speech frames) an `AudioTrimmedWarning` says so and points to `listen`, which runs
+the model over recordings of any length. `FeatureStream` computes the same frames block by block.
+"""
 
 from __future__ import annotations
 
-import wave
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.runtime.errors import InvalidInputError
+from edgekit.runtime.preprocess.resample import resample
+from edgekit.runtime.preprocess.wav import read_wav as read_wav_file
+
+SOUND_DB = 30.0  # train/speech.py FRAME_THRESHOLD_DB: frames this close to the loudest one are speech
+
+
+class AudioTrimmedWarning(UserWarning):
+    """A recording longer than the model's clip had sound past the clip's end, which was not heard."""
 
 
 def read_wav(path: str | Path, expected_rate: int | None = None) -> np.ndarray:
-    """16-bit PCM mono WAV -> float64 samples in [-1, 1) (int16 / 32768)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"audio file not found: {path}")
-    try:
-        with wave.open(str(path), "rb") as w:
-            channels, width, rate, count = (w.getnchannels(), w.getsampwidth(), w.getframerate(),
-                                            w.getnframes())
-            raw = w.readframes(count)
-    except (wave.Error, EOFError, OSError) as exc:
-        raise InvalidInputError(f"cannot read {path} as a WAV file: {exc}") from None
-    if width != 2:
-        raise InvalidInputError(f"{path} has {8 * width}-bit samples; expected 16-bit PCM")
-    if channels != 1:
-        raise InvalidInputError(f"{path} has {channels} channels; expected mono")
+    """A WAV file (any format `wav.py` reads) -> float64 mono samples in [-1, 1], resampled to
+    `expected_rate` when that differs from the file's rate (and clipped to [-1, 1] after resampling,
+    whose ripple can overshoot a full-scale signal slightly)."""
+    samples, rate = read_wav_file(path)
     if expected_rate is not None and rate != expected_rate:
-        raise InvalidInputError(f"{path} is sampled at {rate} Hz; the model expects {expected_rate} Hz "
-                                "(resample it first)")
-    samples = np.frombuffer(raw, dtype="<i2")
-    if samples.size == 0:
-        raise InvalidInputError(f"{path} holds no samples")
-    return samples.astype(np.float64) / 32768.0
+        samples = np.clip(resample(samples, rate, expected_rate), -1.0, 1.0)
+    return samples
 
 
 def fit_length(samples: np.ndarray, clip_samples: int) -> np.ndarray:
@@ -105,6 +105,30 @@ def raw_features(samples: np.ndarray, params: dict) -> np.ndarray:
     return log_mel
 
 
+class FeatureStream:
+    """Standardised feature frames of a stream at the model's sample rate, block by block: frame i
+    covers samples [i * frame_step, i * frame_step + frame_length) of the stream, exactly the frames
+    `raw_features` takes from the whole recording. Keeps at most one frame of samples between calls."""
+
+    def __init__(self, params: dict) -> None:
+        self.params = params
+        self._pending = np.zeros(0)
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Samples (float, [-1, 1]) -> float32 [n, F]: every frame that the samples complete."""
+        length, step = self.params["frame_length"], self.params["frame_step"]
+        pending = np.concatenate([self._pending, np.asarray(samples, dtype=np.float64)])
+        count = 0 if pending.size < length else 1 + (pending.size - length) // step
+        self._pending = pending[count * step:]
+        if count == 0:
+            return np.zeros((0, self.num_features), np.float32)
+        return standardize(raw_features(pending[:(count - 1) * step + length], self.params), self.params)
+
+    @property
+    def num_features(self) -> int:
+        return len(self.params["mean"])
+
+
 def standardize(features: np.ndarray, params: dict) -> np.ndarray:
     mean = np.asarray(params["mean"], dtype=np.float64)
     std = np.asarray(params["std"], dtype=np.float64)
@@ -132,8 +156,33 @@ def check_waveform(samples, index: int) -> np.ndarray:
     return samples
 
 
+def has_sound_after(samples: np.ndarray, clip_samples: int, params: dict) -> bool:
+    """Whether frames starting at or after `clip_samples` hold sound: energy within SOUND_DB of the
+    recording's loudest frame (the training rule for speech frames)."""
+    length, step = params["frame_length"], params["frame_step"]
+    if samples.size < length:
+        return False
+    count = 1 + (samples.size - length) // step
+    index = np.arange(length)[None, :] + step * np.arange(count)[:, None]
+    energy_db = 10 * np.log10(np.mean(samples[index] ** 2, axis=-1) + 1e-10)
+    late = np.arange(count) * step >= clip_samples
+    return bool(late.any() and energy_db[late].max() >= energy_db.max() - SOUND_DB)
+
+
+def fit_clip(samples: np.ndarray, params: dict, name: str) -> np.ndarray:
+    """fit_length to the model's clip, with an AudioTrimmedWarning when sound is cut off."""
+    clip = params["clip_samples"]
+    if samples.size > clip and has_sound_after(samples, clip, params):
+        rate = params["sample_rate"]
+        warnings.warn(f"{name} is {samples.size / rate:.2f} s long with sound after {clip / rate:.2f} s: "
+                      f"predict classifies its first {clip / rate:.2f} s only (use `listen` for longer "
+                      "recordings)", AudioTrimmedWarning, stacklevel=4)
+    return fit_length(samples, clip)
+
+
 class AudioPreprocessor:
-    """Waveforms (float arrays in [-1, 1], int16 arrays, or .wav paths) -> float32 [N, T, F]."""
+    """Waveforms (float arrays in [-1, 1], int16 arrays, or .wav paths) -> float32 [N, T, F].
+    WAV files are resampled to the model's rate; arrays must already be at that rate."""
 
     def __init__(self, params: dict):
         self.params = params
@@ -145,9 +194,10 @@ class AudioPreprocessor:
             raise InvalidInputError("no audio given")
         batch = []
         for i, clip in enumerate(clips):
+            name = f"audio input {i}"
             if isinstance(clip, (str, Path)):
-                clip = read_wav(clip, self.params["sample_rate"])
-            batch.append(fit_length(check_waveform(clip, i), self.params["clip_samples"]))
+                name, clip = str(clip), read_wav(clip, self.params["sample_rate"])
+            batch.append(fit_clip(check_waveform(clip, i), self.params, name))
         return standardize(raw_features(np.stack(batch), self.params), self.params)
 
 

@@ -1,5 +1,8 @@
-"""Numpy twin of the image preprocessing used in training: tf.image.resize (bilinear, half-pixel
-centres, no antialiasing) followed by the backbone's scaling `(x[..., order] - mean) / std`."""
+"""Image preprocessing shared by training and the runtime: a resize, then the backbone's scaling
+`(x[..., order] - mean) / std`. Two resizes (the `resize` preprocessing parameter):
+- "bilinear_mediapipe" (what `edgekit train` writes): MediaPipe Tasks' CPU resize, reproduced bit for
+  bit, so a phone app using ImageClassifier feeds the model what training and `verify` fed it;
+- "bilinear" (models trained before): tf.image.resize (bilinear, half-pixel centres, no antialiasing)."""
 
 from __future__ import annotations
 
@@ -34,6 +37,43 @@ def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return top + (bottom - top) * wy[:, None, None]
 
 
+# MediaPipe's ImageToTensorCalculator warps with OpenCV (INTER_LINEAR), which rounds source coordinates to
+# 1/32 pixel (INTER_BITS = 5). Measured against MediaPipe 0.10.21's ImageClassifier with an identity model
+# (tests/test_phone.py): identical values on upscales, downscales and aspect-ratio changes.
+MEDIAPIPE_SUBPIXELS = 32
+
+
+def _mediapipe_axis(in_size: int, out_size: int):
+    """Corner-aligned sampling (src = dst * in / out, no half-pixel offset) on a 1/32-pixel grid, the
+    last source pixel repeated past the edge (BORDER_REPLICATE)."""
+    src = np.rint(np.arange(out_size, dtype=np.float64) * (in_size / out_size) * MEDIAPIPE_SUBPIXELS)
+    src = src / MEDIAPIPE_SUBPIXELS
+    lower = np.floor(src).astype(np.int64)
+    weight = src - lower
+    return np.minimum(lower, in_size - 1), np.minimum(lower + 1, in_size - 1), weight
+
+
+def resize_bilinear_mediapipe(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[H, W, C] -> float32 [height, width, C] holding the uint8 values MediaPipe Tasks' CPU image
+    preprocessing gives (bilinear on the 1/32 grid, rounded half up like OpenCV's fixed point; the
+    products of 1/32 weights and 8-bit pixels are exact in float64, so the rounding matches)."""
+    x = image.astype(np.float64)
+    y0, y1, wy = _mediapipe_axis(x.shape[0], height)
+    x0, x1, wx = _mediapipe_axis(x.shape[1], width)
+    wx = wx[None, :, None]
+    top = x[y0][:, x0] + (x[y0][:, x1] - x[y0][:, x0]) * wx
+    bottom = x[y1][:, x0] + (x[y1][:, x1] - x[y1][:, x0]) * wx
+    value = top + (bottom - top) * wy[:, None, None]
+    return np.clip(np.floor(value + 0.5), 0, 255).astype(np.float32)
+
+
+RESIZES = {"bilinear": resize_bilinear, "bilinear_mediapipe": resize_bilinear_mediapipe}
+
+
+def resize(image: np.ndarray, params: dict) -> np.ndarray:
+    return RESIZES[params.get("resize", "bilinear")](image, int(params["height"]), int(params["width"]))
+
+
 def normalize(image: np.ndarray, params: dict) -> np.ndarray:
     if params.get("channel_order", "RGB") == "BGR":
         image = image[..., ::-1]
@@ -42,8 +82,60 @@ def normalize(image: np.ndarray, params: dict) -> np.ndarray:
     return ((image - mean) / std).astype(np.float32)
 
 
+# Reading (training's image loader calls read_image_file too, so both see the same pixels):
+# - EXIF orientation is applied (phones store portrait photos sideways with an orientation tag);
+# - transparent pixels are composited on BACKGROUND (white), in files and in RGBA arrays alike;
+# - greyscale, palette, CMYK, 16-bit (scaled to 8 bits), WebP, BMP, GIF (first frame) become RGB;
+# - large photos are decoded reduced: JPEG by DCT scaling (Pillow's `draft`: 1/2, 1/4 or 1/8), other
+#   formats by box averaging (`reduce`), to the largest power-of-two reduction that keeps the shorter
+#   side at DECODE_MIN_SIDE pixels or more. A 12-megapixel phone JPEG (4032x3024) is decoded at 1/4
+#   (1008x756); the resize to the model's input happens after, exactly as before. Models whose input
+#   side exceeds DECODE_MIN_SIDE see such photos upscaled from 512+ pixels, in training as on devices.
+BACKGROUND = (255, 255, 255)
+DECODE_MIN_SIDE = 512
+EXIF_ORIENTATION = 0x0112
+
+
+def _reduction(width: int, height: int) -> int:
+    factor = 1
+    while min(width, height) // (factor * 2) >= DECODE_MIN_SIDE:
+        factor *= 2
+    return factor
+
+
+def composite(rgba: np.ndarray) -> np.ndarray:
+    """[H, W, 4] -> [H, W, 3] over BACKGROUND: uint8 in (rounded), uint8 out; float in, float out."""
+    rgb, alpha = rgba[..., :3], rgba[..., 3:]
+    background = np.asarray(BACKGROUND)
+    if rgba.dtype == np.uint8:
+        mixed = rgb.astype(np.uint32) * alpha + background.astype(np.uint32) * (255 - alpha.astype(np.uint32))
+        return ((mixed + 127) // 255).astype(np.uint8)
+    alpha = alpha.astype(np.float64) / 255.0
+    return rgb * alpha + background * (1.0 - alpha)
+
+
+def decode_image(img) -> np.ndarray:
+    """An open PIL image -> uint8 [H, W, 3] (see the rules above)."""
+    from PIL import ImageOps
+
+    factor = _reduction(*img.size)
+    if factor > 1 and img.format == "JPEG":
+        img.draft(img.mode, (-(-img.size[0] // factor), -(-img.size[1] // factor)))
+    img = ImageOps.exif_transpose(img)
+    factor = _reduction(*img.size)
+    if factor > 1:
+        img = img.reduce(factor)
+    if img.mode.startswith("I") or img.mode == "F":  # 16-bit greyscale PNG/TIFF: 0..65535 -> 0..255
+        wide = np.asarray(img).astype(np.float64)
+        grey = np.clip(np.rint(wide if img.mode == "F" else wide / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if "A" in img.getbands() or "transparency" in img.info:
+        return composite(np.asarray(img.convert("RGBA")))
+    return np.asarray(img.convert("RGB"))
+
+
 def read_image_file(path: str | Path) -> np.ndarray:
-    """Decode a JPEG/PNG (with Pillow, imported only here) or load a .npy array."""
+    """Decode an image file (Pillow, imported only here) to uint8 [H, W, 3], or load a .npy array."""
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"image file not found: {path}")
@@ -55,22 +147,26 @@ def read_image_file(path: str | Path) -> np.ndarray:
     try:
         from PIL import Image
     except ImportError:
-        raise InvalidInputError(f"decoding {path.suffix} files needs Pillow (pip install pillow); "
-                                "or pass uint8 HxWx3 arrays / .npy files") from None
+        raise InvalidInputError(f"decoding {path.suffix} files needs Pillow (pip install pillow, or "
+                                "apt install python3-pil); or pass uint8 HxWx3 arrays / .npy files") from None
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
+            return decode_image(img)
     except Exception as exc:  # Pillow raises many types for corrupt files
         raise InvalidInputError(f"cannot decode image {path}: {exc}") from None
 
 
 def check_image(image, index: int) -> np.ndarray:
+    """An image array -> [H, W, 3]: uint8, or float/int pixel values in 0..255 (not 0..1). Greyscale
+    (HxW or HxWx1) is repeated to RGB; RGBA is composited on BACKGROUND like a file's alpha."""
     image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)  # greyscale -> RGB
-    if image.ndim != 3 or image.shape[-1] != 3:
+    if image.ndim != 3 or image.shape[-1] not in (3, 4):
         raise InvalidInputError(f"image input {index} has shape {tuple(image.shape)}; expected "
-                                "HxWx3 RGB")
+                                "HxWx3 RGB (or HxW grey, HxWx4 RGBA)")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise InvalidInputError(f"image input {index} is empty (shape {tuple(image.shape)})")
     if image.dtype != np.uint8:
@@ -81,7 +177,7 @@ def check_image(image, index: int) -> np.ndarray:
         if image.min() < 0 or image.max() > 255:
             raise InvalidInputError(f"image input {index} has values outside 0..255 "
                                     f"({image.min()}..{image.max()}); expected uint8 pixels")
-    return image
+    return composite(image) if image.shape[-1] == 4 else image
 
 
 class ImagePreprocessor:
@@ -91,11 +187,13 @@ class ImagePreprocessor:
         self.params = params
         self.height = int(params["height"])
         self.width = int(params["width"])
-        if params.get("resize", "bilinear") != "bilinear" or params.get("antialias", False):
-            raise InvalidInputError("only bilinear resizing without antialiasing is supported")
+        if params.get("resize", "bilinear") not in RESIZES or params.get("antialias", False):
+            raise InvalidInputError(f"unsupported resize {params.get('resize')!r} (antialias "
+                                    f"{params.get('antialias', False)}); supported: {', '.join(RESIZES)} "
+                                    "without antialiasing")
 
     def one(self, image) -> np.ndarray:
-        return normalize(resize_bilinear(image, self.height, self.width), self.params)
+        return normalize(resize(image, self.params), self.params)
 
     def __call__(self, images) -> np.ndarray:
         if isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim == 3):

@@ -48,7 +48,12 @@ def read_vocab(path: str | Path) -> list[str]:
     return tokens
 
 
-def pad_ids(sequences, max_len: int, padding: str = "pre", truncating: str = "post") -> np.ndarray:
+# Training's choice, and the default wherever a manifest omits it: pad at the FRONT, so the unmasked fused
+# LSTM ends on real tokens; keep the first max_len tokens.
+PADDING, TRUNCATING = "pre", "post"
+
+
+def pad_ids(sequences, max_len: int, padding: str = PADDING, truncating: str = TRUNCATING) -> np.ndarray:
     """Token id lists -> int32 [N, max_len]: cut to max_len (keep the start for "post"), then fill
     with PAD_ID before ("pre") or after ("post") the tokens."""
     out = np.full((len(sequences), max_len), PAD_ID, dtype=np.int32)
@@ -67,8 +72,7 @@ def pad_ids(sequences, max_len: int, padding: str = "pre", truncating: str = "po
 class TextTokenizer:
     """Texts -> int32 [N, max_len] token ids, padded and truncated as the params say."""
 
-    def __init__(self, vocab: list[str], max_len: int, padding: str = "post",
-                 truncating: str = "post"):
+    def __init__(self, vocab: list[str], max_len: int, padding: str = PADDING, truncating: str = TRUNCATING):
         if padding not in ("pre", "post") or truncating not in ("pre", "post"):
             raise InvalidInputError(f"padding/truncating must be 'pre' or 'post', got "
                                     f"{padding!r}/{truncating!r}")
@@ -105,5 +109,5 @@ def from_params(params: dict, assets_dir: str | Path | None) -> TextTokenizer:
     # the model/bundle directory or its assets folder.
     candidates = [base / vocab_file, base / vocab_file.name]
     path = next((p for p in candidates if p.is_file()), candidates[0])
-    return TextTokenizer(read_vocab(path), params["max_len"], params.get("padding", "post"),
-                         params.get("truncating", "post"))
+    return TextTokenizer(read_vocab(path), params["max_len"], params.get("padding", PADDING),
+                         params.get("truncating", TRUNCATING))

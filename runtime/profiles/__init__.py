@@ -26,6 +26,10 @@ BACKENDS = tuple(b for order in FORMAT_BACKENDS.values() for b in order)
 QEMU_REQUIRED = {"binary": str, "cpu": str, "debian_arch": str, "debian_suite": str, "python": str,
                  "python_version": str, "python_platform_tags": list, "wheels": list}
 FIGURE_REQUIRED = ("model", "latency_ms", "published_by", "source")
+# `cost_model` (optional; edgekit.devices.estimate): every number with its source in `sources`.
+COST_MODEL_NUMBERS = ("gmacs_per_core", "gbytes_per_s_per_core", "op_overhead_us", "parallel_fraction",
+                      "dtype_speedup", "format_factor", "uncertainty")
+COST_DTYPES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 
 
 def profile_dir() -> Path:
@@ -94,6 +98,54 @@ def validate(profile: dict) -> list[str]:
         missing = [k for k in FIGURE_REQUIRED if not fig.get(k)]
         if missing:
             problems.append(f"reference_figures[{i}] lacks {', '.join(missing)}")
+    if profile.get("cost_model") is not None:
+        problems += validate_cost_model(profile["cost_model"])
+    return problems
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def validate_cost_model(model) -> list[str]:
+    """Problems with a profile's latency cost model (see devices/estimate.py and docs/estimates.md)."""
+    if not isinstance(model, dict):
+        return ["cost_model must be an object"]
+    problems = []
+    sources = model.get("sources") if isinstance(model.get("sources"), dict) else {}
+    for key in COST_MODEL_NUMBERS:
+        if key not in model:
+            problems.append(f"cost_model lacks {key!r}")
+        elif not isinstance(sources.get(key), str) or not sources[key].strip():
+            problems.append(f"cost_model.sources lacks a source for {key!r}")
+    if not isinstance(model.get("basis"), str) or not model.get("basis"):
+        problems.append("cost_model.basis must say what the numbers rest on")
+    if problems:
+        return problems
+    rates = model["gmacs_per_core"]
+    if not isinstance(rates, dict) or not all(_positive(rates.get(k)) for k in ("conv", "dense")) \
+            or not all(_positive(v) for v in rates.values()):
+        problems.append("cost_model.gmacs_per_core needs positive conv and dense rates (GMAC/s per core)")
+    for key in ("gbytes_per_s_per_core", "op_overhead_us"):
+        if not _positive(model[key]):
+            problems.append(f"cost_model.{key} must be a positive number")
+    parallel = model["parallel_fraction"]
+    if not isinstance(parallel, dict) or "default" not in parallel or not all(
+            isinstance(v, (int, float)) and 0 <= v <= 1 for v in parallel.values()):
+        problems.append("cost_model.parallel_fraction must map classes (and 'default') to 0..1")
+    speed = model["dtype_speedup"]
+    default = speed.get("default") if isinstance(speed, dict) else None
+    if not isinstance(default, dict) or any(not _positive(default.get(d)) for d in COST_DTYPES) or any(
+            not isinstance(v, dict) or not all(k in COST_DTYPES and _positive(x) for k, x in v.items())
+            for v in speed.values()):
+        problems.append(f"cost_model.dtype_speedup.default needs positive factors for {', '.join(COST_DTYPES)}")
+    if not isinstance(model["format_factor"], dict) or any(
+            not _positive(model["format_factor"].get(f)) for f in FORMAT_BACKENDS):
+        problems.append("cost_model.format_factor needs positive tflite and onnx factors")
+    band = model["uncertainty"]
+    if not isinstance(band, dict) or any(not (_positive(band.get(k)) and band[k] >= 1)
+                                         for k in ("calibrated", "dtype", "lstm", "format")):
+        problems.append("cost_model.uncertainty needs calibrated, dtype, lstm and format factors >= 1")
     return problems
 
 
