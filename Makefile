@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgekit-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint venv clean
+.PHONY: demo test test-fast test-zoo lint venv clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,10 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The architecture zoo with its three heavy backbones (ResNet50, DenseNet121, ConvNeXtTiny) too.
+test-zoo: lint
+	EDGEKIT_ZOO_HEAVY=1 $(PY) -m pytest tests/test_zoo.py $(PYTEST_ARGS)
 
 # Everything that neither trains nor converts (tests/conftest.py marks those slow).
 test-fast: lint

@@ -14,7 +14,7 @@ Each piece is built under a temporary name and renamed into place when complete,
 first run leaves nothing half-made; the second run finds everything and starts at once.
 
 Why qemu from trixie: bookworm's qemu-user 7.2 segfaults inside ai_edge_litert's Interpreter and on
-importing onnxruntime; qemu-user 10 runs both (shared/notes/conversion-facts.md).
+importing onnxruntime; qemu-user 10 runs both (docs/conversion-facts.md).
 """
 
 from __future__ import annotations

@@ -54,6 +54,7 @@ TFLITE_CLASSES = {
     "GATHER_ND": "movement", "REVERSE_V2": "movement", "TILE": "movement", "BROADCAST_TO": "movement",
     "RESIZE_BILINEAR": "movement", "RESIZE_NEAREST_NEIGHBOR": "movement",
     "QUANTIZE": "quantize", "DEQUANTIZE": "quantize",
+    "RESHAPE": "movement", "SQUEEZE": "movement", "EXPAND_DIMS": "movement",
 }
 # Ops that only relabel a buffer (no bytes move; runtimes alias their output to their input).
 ZERO_COPY = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity",
@@ -72,6 +73,8 @@ ONNX_CLASSES = {
     "Concat": "movement", "Split": "movement", "Slice": "movement", "Transpose": "movement", "Pad": "movement",
     "Gather": "movement", "Tile": "movement", "Expand": "movement", "Resize": "movement",
     "QuantizeLinear": "quantize", "DequantizeLinear": "quantize", "DynamicQuantizeLinear": "quantize",
+    "Reshape": "movement", "Squeeze": "movement", "Unsqueeze": "movement", "Flatten": "movement",
+    "Identity": "movement",
 }
 ONNX_WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "ConvInteger": 1, "QLinearConv": 3, "Gemm": 1,
                      "MatMul": 1, "MatMulInteger": 1, "QLinearMatMul": 3}
@@ -699,7 +702,7 @@ DTYPE_SPEEDUP_X86 = {"default": {"fp32": 1.0, "fp16": 1.0, "dynamic": 0.33, "int
                      "lstm": {"int8": 0.15, "dynamic": 1.15}}
 FORMAT_FACTOR = {"tflite": 1.0, "onnx": 1.1}
 UNCERTAINTY = {"calibrated": 1.25, "dtype": 1.6, "lstm": 2.0, "format": 1.3}
-NOTES = "shared/notes/conversion-facts.md"
+NOTES = "docs/conversion-facts.md"
 LITERT_PTQ = "https://ai.google.dev/edge/litert/models/post_training_quantization"
 SOURCES = {
     "gmacs_per_core": (
@@ -792,6 +795,10 @@ def cost_models(work: dict[str, dict] | None = None) -> dict[str, dict]:
         }
     if "rpi5" in models:
         models["rpi5"]["sources"]["uncertainty"] += "; rpi5 calibrated band 1.6: no Pi 5 figure, the 2-3x claim"
+    if "x86_64-host" in models:
+        models["x86_64-host"]["sources"]["uncertainty"] += (
+            "; x86: tiny int8 models ran up to 18x slower than this model estimates (per-op costs; "
+            "docs/estimates.md): on the host, measure instead")
     return models
 
 

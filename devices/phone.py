@@ -130,10 +130,13 @@ def find_model_dir(bundle: Path, manifest: dict) -> Path | None:
     return None
 
 
-def keras_probs(model_dir: Path, x: np.ndarray) -> np.ndarray:
+def keras_model(model_dir: Path):
     from edgekit.train.io import load_model
 
-    model, _ = load_model(model_dir)
+    return load_model(model_dir)[0]
+
+
+def keras_probs(model, x: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict(x, batch_size=64, verbose=0), dtype=np.float32)
 
 
@@ -175,18 +178,19 @@ def check_bundle(bundle: Path, manifest: dict, per_class: int, data=None, with_k
         model_dir = None
     result.update(photos=len(paths), photo_source=where, resize=(manifest.get("preprocessing") or {}).get("resize"),
                   keras_model=str(model_dir) if model_dir else None, sizes={})
+    keras = keras_model(model_dir) if model_dir else None
     all_mp, all_ek, all_keras, all_y = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="edgekit-phone-") as tmp:
         for name, images in photo_sets(paths).items():
             mp = mediapipe_scores(bundle / manifest["model_file"], images, len(manifest["labels"]), Path(tmp))
             ek, x = edgekit_probs(bundle, images)
-            keras = keras_probs(model_dir, x) if model_dir else None
-            result["sizes"][name] = _compare(mp, ek, keras, y)
+            reference = keras_probs(keras, x) if keras is not None else None
+            result["sizes"][name] = _compare(mp, ek, reference, y)
             all_mp.append(mp)
             all_ek.append(ek)
             all_y.append(y)
-            if keras is not None:
-                all_keras.append(keras)
+            if reference is not None:
+                all_keras.append(reference)
     result["overall"] = _compare(np.concatenate(all_mp), np.concatenate(all_ek),
                                  np.concatenate(all_keras) if all_keras else None, np.concatenate(all_y))
     result["min_agreement"] = MIN_AGREEMENT

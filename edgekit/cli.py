@@ -41,8 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgekit {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="STAGE", required=True)
+    # one function per stage, in the order `edgekit --help` lists them
+    for add in (_add_train, _add_export, _add_verify, _add_predict, _add_listen, _add_bench, _add_serve,
+                _add_devices, _add_deploy, _add_pipeline):
+        add(sub)
+    return parser
 
-    # train ------------------------------------------------------------------------------------
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a text, image or speech model (embedded data or --data)")
     p.add_argument("task", choices=TASKS)
     p.add_argument("--data", help="CSV/TSV file (text), folder of class folders (image), "
@@ -67,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=positive_int,
                    help="use at most this many training samples (quick runs)")
 
-    # export -----------------------------------------------------------------------------------
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="quantize and convert a Keras model (a .keras file or a model "
                                       "directory) to TFLite/ONNX bundles")
     p.add_argument("model_dir", metavar="MODEL", help="a .keras file, or a model directory from `edgekit train`")
@@ -99,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-unsafe", action="store_true",
                    help="allow loading a legacy .h5 model (such files can execute code)")
 
-    # verify -----------------------------------------------------------------------------------
+
+def _add_verify(sub) -> None:
     p = sub.add_parser("verify", help="parity and accuracy-after-quantization gates and report")
     p.add_argument("paths", nargs="+", metavar="MODEL ARTIFACTS_DIR",
                    help="model directory or .keras file, and bundle folder (with --golden: only the bundles)")
@@ -115,14 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate", action="append", default=[], metavar="VARIANT.KEY=VALUE",
                    help="override a gate, e.g. int8.max_accuracy_drop=2.0 (repeatable)")
     p.add_argument("--fix", action="store_true",
-                   help="re-export failing int8 variants keeping the worst layers in float")
+                   help="search the fewest layers to keep in float (or a better calibration) so that "
+                        "failing int8 variants pass")
     p.add_argument("--max-samples", type=positive_int, help="evaluate at most this many samples")
     p.add_argument("--device", action="append", default=[], dest="devices", metavar="NAME",
                    help="name the bundle to ship to this device profile (latency ESTIMATE; repeatable)")
     p.add_argument("--allow-unsafe", action="store_true",
                    help="allow loading a legacy .h5 model (such files can execute code)")
 
-    # predict ----------------------------------------------------------------------------------
+
+def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="run a bundle on texts, images (.jpg/.png/.npy) or WAV files")
     p.add_argument("bundle", metavar="BUNDLE")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
@@ -134,13 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=positive_int, default=3)
     p.add_argument("--verbose", action="store_true", help="show the inference backend's own log lines")
 
-    # listen -----------------------------------------------------------------------------------
+
+def _add_listen(sub) -> None:
     from edgekit.runtime.listen import add_listen_arguments
 
     add_listen_arguments(sub.add_parser("listen", help="words with start/end times in a long recording or a "
                                                        "live PCM stream (speech bundles)"))
 
-    # bench ------------------------------------------------------------------------------------
+
+def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="latency and memory of a bundle, side by side with Keras")
     p.add_argument("bundle", metavar="BUNDLE")
     p.add_argument("--threads", type=positive_int)
@@ -158,19 +170,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also time the bundle through `edgekit serve` over loopback with CLIENTS client "
                         "threads (default: CPU cores, at most 4), next to the runtime in-process")
 
-    # serve ------------------------------------------------------------------------------------
+
+def _add_serve(sub) -> None:
     from edgekit.runtime.serve import add_serve_arguments
 
     add_serve_arguments(sub.add_parser("serve", help="HTTP inference server for bundles (TensorFlow Serving "
                                                      "REST API); see docs/serving.md"))
 
-    # devices ----------------------------------------------------------------------------------
+
+def _add_devices(sub) -> None:
     p = sub.add_parser("devices", help="device profiles, and bundle checks under CPU emulation")
     dsub = p.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
     dsub.add_parser("list", help="list device profiles")
     d = dsub.add_parser("show", help="show one device profile")
     d.add_argument("name", metavar="NAME")
-    d = dsub.add_parser("check", help="run bundles on an emulated device CPU and compare to the host")
+    d = dsub.add_parser("check", help="run bundles on an emulated device CPU (a phone: through MediaPipe "
+                                      "Tasks) and compare with the host")
     d.add_argument("name", metavar="NAME")
     d.add_argument("bundles", nargs="+", metavar="BUNDLE")
     d.add_argument("--golden", metavar="FILE", help="golden npz (default: computed on the host)")
@@ -182,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--threads", type=positive_int, help="inference threads (default: the profile's)")
     d.add_argument("--json", action="store_true", help="print the estimate as JSON")
 
-    # deploy -----------------------------------------------------------------------------------
+
+def _add_deploy(sub) -> None:
     p = sub.add_parser("deploy", help="copy runtime + bundle to a real device over ssh and check it")
     p.add_argument("name", metavar="NAME", help="device profile")
     p.add_argument("bundle", metavar="BUNDLE")
@@ -195,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=positive_int, default=50, help="bench runs on the device")
     p.add_argument("--json", dest="json_path", metavar="FILE")
 
-    # pipeline ---------------------------------------------------------------------------------
+
+def _add_pipeline(sub) -> None:
     p = sub.add_parser("pipeline", help="train -> export -> verify all three models, one report")
     p.add_argument("--out", default="edgekit-output", help="output folder (default edgekit-output)")
     p.add_argument("--data-dir", help="folder laid out like shared/data (sms_spam/, cifar10_small/, fsdd/)")
@@ -205,7 +222,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", metavar="FILE",
                    help="also replace the results table between the <!-- results:start/end --> "
                         "markers of this README")
-    return parser
 
 
 # command -> "module:function"; each function takes the parsed args and returns an exit code.

@@ -4,7 +4,7 @@ Why: the TFLite converter recognises only tf-keras' LSTM (a `tf.function` with t
 signature it pattern-matches) and turns it into one builtin UNIDIRECTIONAL_SEQUENCE_LSTM op. A Keras 3
 LSTM, GRU or SimpleRNN converts to a WHILE loop (whose full-int8 calibration segfaults), to Flex
 ops (Keras' own `export(format="litert")`), or crashes the converter (measured:
-/work/shared/notes/conversion-facts.md). TFLite has no GRU or SimpleRNN op, so those are rebuilt
+docs/conversion-facts.md). TFLite has no GRU or SimpleRNN op, so those are rebuilt
 with `unroll=True` over their fixed sequence length: one subgraph of builtin ops that quantizes to
 full int8 (the weights are shared by every step, so the file does not grow with the length).
 
@@ -211,6 +211,10 @@ def rebuild_in_tf_keras(model, batch_size: int = 1):
         raise UnsupportedForRebuild(problem)
     for layer in _all_layers(model):
         kind = type(layer).__name__
+        if kind == "Bidirectional":
+            kind = type(layer.forward_layer).__name__
+        elif not getattr(layer, "_inbound_nodes", None):
+            continue  # a wrapped layer (checked through its wrapper)
         if kind in UNROLLED_LAYERS and _time_steps(layer) is None:
             raise UnsupportedForRebuild(f"layer {layer.name!r} ({kind}) has no fixed sequence length: "
                                         "GRU/SimpleRNN are unrolled over it; give the Input a fixed length")

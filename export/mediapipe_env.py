@@ -3,7 +3,7 @@ writing TFLite Model Metadata at export and the phone check (devices/phone.py).
 
 Why a separate environment: mediapipe 0.10.21 pins numpy<2 while TensorFlow here needs numpy 2, and
 newer MediaPipe releases (0.10.35, 1.2.x) fail to import their Python metadata writer
-(shared/notes/conversion-facts.md). The environment is a venv made from the host's Python under
+(docs/conversion-facts.md). The environment is a venv made from the host's Python under
 ($XDG_CACHE_HOME or ~/.cache)/edgekit/mediapipe/<key>/, built once (a pip download of ~100 MB from
 the configured package index) under a temporary name and renamed into place when complete, so an
 interrupted build leaves nothing half-made; afterwards everything runs offline.

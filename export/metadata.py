@@ -51,6 +51,8 @@ def why_not(metadata: dict, input_spec: dict) -> str | None:
     if params.get("channel_order", "RGB") != "RGB":
         return (f"the model takes {params.get('channel_order')} input ({params.get('mode')} mode); "
                 "MediaPipe feeds RGB")
+    if not metadata.get("labels") or not params.get("mean") or not params.get("std"):
+        return "the model has no labels or no normalization mean/std to describe"
     if input_spec.get("dtype") != "float32":
         return (f"the model's input is {input_spec.get('dtype')}: MediaPipe would feed raw 0..255 pixels; "
                 "export with --int8-io float32 (the default)")

@@ -40,8 +40,27 @@ def convert_fp32(model, path: str | Path, opset: int = MIN_OPSET, metadata: dict
     function = tf.function(lambda *xs: model(xs[0] if single else list(xs), training=False))
     proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset,
                                              custom_op_handlers={"Erfc": (_erfc_as_erf, [])})
+    _freeze_captured_tensors(proto, function.get_concrete_function(*signature))
     _rename_graph_io(proto, input_names, output_names)
     onnx.save(proto, str(path))
+
+
+def _freeze_captured_tensors(proto, concrete) -> None:
+    """Constant tensors a layer captured (not variables: e.g. Keras 3 Normalization's mean and
+    variance in EfficientNet) come out of tf2onnx as extra graph inputs; make them initializers."""
+    from onnx import numpy_helper
+
+    values = {internal.name: external.numpy()
+              for external, internal in zip(concrete.captured_inputs, concrete.graph.internal_captures)
+              if external.dtype.name != "resource"}
+    for value in list(proto.graph.input):
+        if value.name in values:
+            proto.graph.input.remove(value)
+            proto.graph.initializer.append(numpy_helper.from_array(values[value.name], value.name))
+    used = {name for node in proto.graph.node for name in node.input}
+    for initializer in list(proto.graph.initializer):
+        if initializer.name in values and initializer.name not in used:
+            proto.graph.initializer.remove(initializer)
 
 
 def _erfc_as_erf(ctx, node, name, args):

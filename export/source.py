@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.core import UserError, atomic_write_json
-from edgekit.runtime.kinds import KINDS, ImageKind, batch_size, take
+from edgekit.runtime.kinds import KINDS, ImageKind, TextKind, batch_size, take
 from edgekit.train.io import METADATA, file_metadata, is_model_file, keras_input_shapes, model_file, read_metadata
 
 CALIBRATION_FILE = "calibration.npz"
@@ -112,19 +112,22 @@ def load_check_samples(model_dir: str | Path, count: int = 8):
 # --- a model view: one layout for a Keras file or a model directory with overrides -------------------
 
 
-def kind_metadata(model_path: Path, task: str, *, preprocess: str | None = None, labels: str | None = None,
-                  vocab: str | None = None, max_len: int | None = None) -> tuple[dict, dict[str, Path]]:
-    """(metadata fields, assets to copy) for an outside model given `--task image|text` options."""
+def read_labels(path: str) -> list[str]:
+    """--labels FILE: class names, one per line (index = output index)."""
+    lines = [line.strip() for line in _read_text(path, "--labels").splitlines() if line.strip()]
+    if not lines:
+        raise UserError(f"--labels {path} has no labels (one per line)")
+    return lines
+
+
+def kind_metadata(model_path: Path, task: str, *, preprocess: str | None = None, vocab: str | None = None,
+                  max_len: int | None = None) -> tuple[dict, dict[str, Path]]:
+    """(metadata fields, assets to copy) for an outside model given `--task image|text|tensor` options."""
     shapes = keras_input_shapes(model_path)
     if task not in KINDS or task == "speech":
         raise UserError(f"--task {task}: an outside model can be tagged image, text or tensor")
-    fields: dict = {"task": task}
+    fields: dict = {"task": task, "preprocessing": None}
     assets: dict[str, Path] = {}
-    if labels:
-        lines = [line.strip() for line in _read_text(labels, "--labels").splitlines() if line.strip()]
-        if not lines:
-            raise UserError(f"--labels {labels} has no labels (one per line)")
-        fields["labels"] = lines
     if task == "image":
         if len(shapes) != 1:
             raise UserError(f"--task image needs a one-input .keras model, {model_path.name} has "
@@ -147,9 +150,7 @@ def kind_metadata(model_path: Path, task: str, *, preprocess: str | None = None,
             raise UserError("--task text needs --max-len N (the model's token sequence length)")
         _read_text(vocab, "--vocab")
         assets["vocab.txt"] = Path(vocab)
-        fields["preprocessing"] = {"type": "text", "max_len": int(length), "vocab_file": "assets/vocab.txt",
-                                   "standardize": "lower_and_strip_punctuation", "split": "whitespace",
-                                   "pad_id": 0, "oov_id": 1, "padding": "post", "truncating": "post"}
+        fields["preprocessing"] = TextKind.params_for(length)
     elif preprocess or vocab or max_len:
         raise UserError("--preprocess applies with --task image; --vocab and --max-len with --task text")
     return fields, assets
@@ -163,7 +164,7 @@ def _read_text(path: str, flag: str) -> str:
 
 
 def needs_view(model: Path, options: dict) -> bool:
-    return is_model_file(model) or any(options.get(k) for k in ("calibration", "name", "task"))
+    return is_model_file(model) or any(options.values())
 
 
 def model_view(model: str | Path, folder: Path, *, allow_unsafe: bool = False, calibration: str | None = None,
@@ -190,15 +191,18 @@ def model_view(model: str | Path, folder: Path, *, allow_unsafe: bool = False, c
     if is_model_file(model):
         os.symlink(source.resolve(), folder / ("model.keras" if source.suffix == ".keras" else source.name))
     if task:
-        fields, assets = kind_metadata(source, task, preprocess=preprocess, labels=labels, vocab=vocab,
-                                       max_len=max_len)
+        fields, assets = kind_metadata(source, task, preprocess=preprocess, vocab=vocab, max_len=max_len)
         metadata.update(fields)
         if assets:
+            if (folder / "assets").is_symlink():  # a model directory's assets: replaced, not written into
+                (folder / "assets").unlink()
             (folder / "assets").mkdir(exist_ok=True)
             for target, path in assets.items():
                 shutil.copyfile(path, folder / "assets" / target)
-    elif preprocess or labels or vocab or max_len:
-        raise UserError("--preprocess, --labels, --vocab and --max-len need --task image or --task text")
+    elif preprocess or vocab or max_len:
+        raise UserError("--preprocess needs --task image; --vocab and --max-len need --task text")
+    if labels:
+        metadata["labels"] = read_labels(labels)
     if calibration:
         path = Path(calibration)
         samples = read_samples(path, "calibration file")

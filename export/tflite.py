@@ -1,6 +1,6 @@
 """TFLite (LiteRT) conversion of a Keras model, one recipe at a time, and reading .tflite files back.
 
-Conversion paths (measured, see /work/shared/notes/conversion-facts.md):
+Conversion paths (measured, see docs/conversion-facts.md):
 - recurrent models (LSTM): rebuilt in tf-keras (export/lstm.py), converted from a concrete function
   with batch 1, so the converter emits the fused builtin UNIDIRECTIONAL_SEQUENCE_LSTM (no WHILE/Flex).
 - everything else (CNNs): the Keras 3 model exported as a SavedModel with a batch-1 signature

@@ -5,7 +5,9 @@ judge outputs with the same table and the same `check`.
 
 A gate holds up to six limits; a bundle passes when every limit that is set holds:
 - `atol`, `rtol`: Polygraphy's elementwise check: an output element fails only when BOTH
-  |diff| > atol AND |diff| > rtol * |ref|; the gate fails when any element fails,
+  |diff| > atol AND |diff| > rtol * |ref|; the gate fails when any element fails, or, with
+  `max_failed_fraction` set, when more than that fraction of elements fail (Polygraphy's
+  `--check-error-stat quantile --error-quantile 0.99` is the 0.01 case),
 - `max_abs_error`: largest |diff| over all outputs (an absolute limit: only where it means something,
   e.g. a few 1/256 output steps of an int8 model),
 - `min_psnr_db`: PSNR = 20 log10(max|ref| / RMSE) (Qualcomm AI Hub's device-vs-reference metric),
@@ -23,12 +25,14 @@ differently; every one of them fails its gate.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-LIMIT_KEYS = ("atol", "rtol", "max_abs_error", "min_psnr_db", "min_agreement", "max_accuracy_drop")
+from edgekit.runtime.compare import compare
+
+LIMIT_KEYS = ("atol", "rtol", "max_failed_fraction", "max_abs_error", "min_psnr_db", "min_agreement",
+              "max_accuracy_drop")
 
 # A pass only means something when the reference is decisive: random-weight or collapsed models give
 # near-uniform softmax rows (median top-1 minus top-2 margin ~0.01) that every variant "matches".
@@ -36,14 +40,11 @@ LIMIT_KEYS = ("atol", "rtol", "max_abs_error", "min_psnr_db", "min_agreement", "
 # below 0.1 the report warns that parity was checked on an indecisive reference.
 CONFIDENCE_MARGIN_FLOOR = 0.1
 
-# Top-k match (Qualcomm AI Hub reports top-1 and top-5): reported, not gated.
-TOP_K = 5
-
-
 @dataclass(frozen=True)
 class Gate:
     atol: float | None = None
     rtol: float | None = None
+    max_failed_fraction: float | None = None   # None: no element may fail
     max_abs_error: float | None = None
     min_psnr_db: float | None = None
     min_agreement: float | None = None
@@ -105,9 +106,11 @@ FP32 = Gate(
            "a prediction")
 
 FP16 = Gate(
-    atol=1e-2, rtol=1e-2, min_psnr_db=45.0, min_agreement=0.99,
+    atol=1e-2, rtol=1e-2, max_failed_fraction=0.01, min_psnr_db=45.0, min_agreement=0.99,
     reason="float16 weights round at ~5e-4 relative: TensorRT's maintainers call a max diff of 0.01 "
-           "good for fp16 (measured 5.6e-3 image, 7.5e-3 speech), elementwise with rtol 0.01; PSNR "
+           "good for fp16 (measured 5.6e-3 image, 7.5e-3 speech, and 1.2e-2 on 1 of 720 outputs of "
+           "another quick image model), elementwise with rtol 0.01 on 99% of the outputs (Polygraphy's "
+           "error quantile 0.99; defects push 11-90% of the outputs past it); PSNR "
            ">= 45 dB (clean bundles measure 56.8-114 dB; a weight tensor scaled by 1.05 43.9 dB, a "
            "wrong normalisation 40 dB); fp16 flips near-ties only: at most 1 row in 100 (measured "
            "1 of 180 on the quick image model, 99.99% of speech frames)")
@@ -159,28 +162,10 @@ def gate(variant: str | None, table: dict[str, Gate] | None = None) -> Gate:
 # --- metrics and the check ------------------------------------------------------------------------
 
 def parity_metrics(reference: np.ndarray, output: np.ndarray) -> dict:
-    """Everything the gates and the reports use about output vs reference (classes last)."""
-    ref = np.asarray(reference, dtype=np.float64)
-    out = np.asarray(output, dtype=np.float64)
-    if ref.shape != out.shape:
-        raise ValueError(f"shape mismatch: reference {ref.shape} vs output {out.shape}")
-    if ref.size == 0:
-        raise ValueError("nothing to compare: empty outputs")
-    diff = np.abs(ref - out)
-    rows_ref, rows_out = ref.reshape(-1, ref.shape[-1]), out.reshape(-1, out.shape[-1])
-    mse = float(np.mean(diff ** 2))
-    peak = float(np.max(np.abs(ref)))
-    k = min(TOP_K, ref.shape[-1])
-    top_k = np.argsort(-rows_out, axis=1)[:, :k]
-    return {
-        "max_abs_error": float(diff.max()),
-        "mean_abs_error": float(diff.mean()),
-        "p99_abs_error": float(np.quantile(diff, 0.99)),
-        "psnr_db": None if mse == 0 else float(20 * math.log10(max(peak, 1e-30) / math.sqrt(mse))),
-        "agreement": float(np.mean(np.argmax(rows_ref, 1) == np.argmax(rows_out, 1))),
-        "top_k": k,     # the reference's top-1 class is among the output's k best
-        "topk_agreement": float(np.mean(np.any(top_k == np.argmax(rows_ref, 1)[:, None], axis=1))),
-    }
+    """Everything the gates and the reports use about output vs reference (edgekit.runtime.compare)."""
+    metrics = compare(reference, output).to_dict()
+    del metrics["samples"]
+    return metrics
 
 
 def elementwise_failures(gate: Gate, reference: np.ndarray, output: np.ndarray) -> int:
@@ -203,10 +188,12 @@ def check(gate: Gate, reference: np.ndarray, output: np.ndarray, accuracy_delta:
     minus reference accuracy in percentage points (negative = lost); None = no labels."""
     metrics = metrics or parity_metrics(reference, output)
     reasons = []
-    failures = elementwise_failures(gate, reference, output)
-    if failures:
-        reasons.append(f"{failures} of {np.size(reference)} outputs differ by more than atol "
-                       f"{_g(gate.atol)} and rtol {_g(gate.rtol)} x |ref| (max {metrics['max_abs_error']:.3g})")
+    failures, size = elementwise_failures(gate, reference, output), np.size(reference)
+    allowed = int((gate.max_failed_fraction or 0.0) * size)
+    if failures > allowed:
+        reasons.append(f"{failures} of {size} outputs differ by more than atol {_g(gate.atol)} and rtol "
+                       f"{_g(gate.rtol)} x |ref| (max {metrics['max_abs_error']:.3g}"
+                       + (f"; {allowed} allowed)" if allowed else ")"))
     if gate.max_abs_error is not None and not metrics["max_abs_error"] <= gate.max_abs_error:
         reasons.append(f"max abs error {metrics['max_abs_error']:.3g} > {gate.max_abs_error:g}")
     psnr = metrics.get("psnr_db")

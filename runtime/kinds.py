@@ -110,6 +110,14 @@ class ModelKind:
 class TextKind(ModelKind):
     name = "text"
 
+    @staticmethod
+    def params_for(max_len: int, padding: str = "post") -> dict:
+        """The `preprocessing` block of an outside model tokenised like keras.layers.TextVectorization
+        (its defaults: lower_and_strip_punctuation, whitespace split, padding after the tokens)."""
+        return {"type": "text", "max_len": int(max_len), "vocab_file": "assets/vocab.txt",
+                "standardize": "lower_and_strip_punctuation", "split": "whitespace",
+                "pad_id": 0, "oov_id": 1, "padding": padding, "truncating": "post"}
+
     def preprocessor(self, params, assets_dir):
         from edgekit.runtime.preprocess.text import from_params
 

@@ -216,10 +216,7 @@ class EdgeModel:
             raw_inputs = [raw_inputs]  # one waveform / one image
         if raw_inputs is None or (not isinstance(raw_inputs, np.ndarray) and len(raw_inputs) == 0):
             raise InvalidInputError("no inputs given")
-        for i, item in enumerate(raw_inputs):
-            if isinstance(item, str) and self.kind.name == "text" and not item.strip():
-                raise InvalidInputError(f"text input {i} is empty")
-        return preprocessor(list(raw_inputs))
+        return preprocessor(list(raw_inputs))  # each kind's preprocessor refuses bad items (empty texts, ...)
 
     def predict(self, raw_inputs):
         """Raw inputs (texts, images as uint8 HWC arrays or paths, waveforms or .wav paths; tensors

@@ -81,7 +81,7 @@ def _child(argv: list[str]) -> int:
         runner = create_runner(fmt, model, settings=settings,
                                backend=None if backend == "auto" else backend, name=name)
         try:
-            runner.run(synthetic_inputs(runner.inputs))
+            runner.run(synthetic_inputs(runner.inputs, raw=True))
             print(json.dumps(runner.describe()))
         finally:
             runner.deactivate()

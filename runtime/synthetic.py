@@ -19,14 +19,20 @@ def _spec(item) -> tuple[str, tuple, np.dtype, bool]:
     return item.name, tuple(item.shape), np.dtype(item.dtype), bool(item.quantized)
 
 
-def synthetic_inputs(inputs, batch: int = 1, seed: int = 0, vocab_size: int | None = None) -> dict[str, np.ndarray]:
-    """One array per input (name -> array of `batch` rows); dynamic dimensions become 1."""
+def synthetic_inputs(inputs, batch: int = 1, seed: int = 0, vocab_size: int | None = None,
+                     raw: bool = False) -> dict[str, np.ndarray]:
+    """One array per input (name -> array of `batch` rows); dynamic dimensions become 1. `raw`: for a
+    runner's own feed, where an integer-quantized input takes integers of its dtype (any is valid),
+    not the float features that EdgeModel quantizes itself."""
     rng = np.random.default_rng(seed)
     feed = {}
     for item in inputs:
         name, shape, dtype, quantized = _spec(item)
         shape = (batch,) + tuple(int(d) if d and d > 0 else 1 for d in shape[1:])
-        if quantized or dtype.kind == "f":
+        if quantized and raw:
+            info = np.iinfo(dtype)
+            feed[name] = rng.integers(info.min, int(info.max) + 1, size=shape).astype(dtype)
+        elif quantized or dtype.kind == "f":
             feed[name] = np.clip(rng.standard_normal(shape), -3, 3).astype(np.float32 if quantized else dtype)
         elif dtype.kind in "iu" and vocab_size and vocab_size > 2:
             ids = rng.integers(2, vocab_size, size=shape)

@@ -46,7 +46,16 @@ def summary(ms: np.ndarray) -> dict[str, float]:
 
 
 def peak_rss_mb() -> float | None:
-    """Peak resident set size of this process so far (None where `resource` is missing)."""
+    """Peak resident set size of this process so far (None where it cannot be read). On Linux this is
+    /proc/self/status VmHWM: `ru_maxrss` survives exec, so a fresh child of a large process (a test
+    runner, Keras loaded for --compare-keras) would report its parent's peak."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # Windows

@@ -58,7 +58,7 @@ def test_outside_model_refusals_are_one_line(tmp_path, capsys):
         (["export", str(model), "--calibration", str(tmp_path / "only_x.npz")], "takes 2 inputs"),
         (["export", str(model), "--calibration", str(tmp_path / "wrong.npz")], "lacks input(s) extra"),
         (["export", str(model), "--task", "image"], "one-input .keras model"),
-        (["export", str(model), "--preprocess", "scale:1/255"], "need --task image"),
+        (["export", str(model), "--preprocess", "scale:1/255"], "needs --task image"),
     ]
     legacy = tmp_path / "old.h5"
     legacy.write_bytes(b"\x89HDF\r\n\x1a\n")
@@ -67,6 +67,19 @@ def test_outside_model_refusals_are_one_line(tmp_path, capsys):
         rc, _, err = _run(argv + ["--out", str(tmp_path / "art")], capsys)
         assert rc == 2 and expected in err and len(err.strip().splitlines()) == 1, (argv, err)
     assert not list((tmp_path / "art").glob("two-*")) if (tmp_path / "art").exists() else True
+
+
+def test_a_model_that_cannot_load_names_the_layer(tmp_path):
+    import keras
+
+    from edgekit.core import UserError
+    from edgekit.train.io import load_model
+
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2, name="doubling")(inputs)).save(tmp_path / "lam.keras")
+    with pytest.raises(UserError, match=r"lam.keras: layer 'doubling' is a Lambda layer") as info:
+        load_model(tmp_path / "lam.keras")
+    assert "\n" not in str(info.value)
 
 
 def test_calibrated_variants_are_skipped_without_calibration(tmp_path, capsys):
@@ -186,3 +199,14 @@ def test_outside_image_model_predicts_a_jpeg(tmp_path, capsys, cifar10_small):
     lines = out.strip().splitlines()
     assert rc == 0 and len(lines) == 3, err
     assert all(line.split(": ", 1)[1].split(" (")[0] in classes for line in lines), out
+
+
+def test_golden_file_of_a_two_input_model_round_trips(tmp_path):
+    """Several inputs travel in golden files as x.NAME (runtime/golden.py), read back by name."""
+    from edgekit.runtime.golden import Golden, read
+
+    x = {"features": np.zeros((4, 8), np.float32), "extra": np.ones((4, 4), np.float32)}
+    np.savez(tmp_path / "g.npz", **Golden(x, np.zeros((4, 5), np.float32), None, None, {"task": "tensor"}).arrays())
+    golden = read(tmp_path / "g.npz")
+    assert set(golden.x) == {"features", "extra"} and golden.x["extra"].shape == (4, 4)
+    assert golden.head(2).x["features"].shape == (2, 8) and golden.head(2).reference.shape == (2, 5)

@@ -75,6 +75,35 @@ def test_threads_int8_and_lstm_behave_as_documented():
     assert all("estimate" in line for line in est.text_lines(result))
 
 
+def test_onnx_counting_on_a_hand_built_graph(tmp_path):
+    """Conv (+ batch-norm Mul/Add + Clip, which onnxruntime fuses), depthwise Conv, pooling, Gemm."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name) for name, shape in
+             [("w1", (4, 3, 3, 3)), ("scale", (1, 4, 1, 1)), ("shift", (1, 4, 1, 1)), ("w2", (4, 1, 3, 3)),
+              ("w3", (4, 2))]]
+    inits += [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in [("lo", 0.0), ("hi", 6.0)]]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Mul", ["c1", "scale"], ["m"]), helper.make_node("Add", ["m", "shift"], ["a"]),
+             helper.make_node("Clip", ["a", "lo", "hi"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["c2"], pads=[1, 1, 1, 1], group=4),
+             helper.make_node("GlobalAveragePool", ["c2"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "w3"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, tmp_path / "m.onnx")
+    work = est.count_work(tmp_path / "m.onnx")
+    assert [o.op_class for o in work.ops] == ["conv", "depthwise", "pooling", "movement", "dense"]
+    assert [o.macs for o in work.ops] == [256 * 27, 256 * 9, 0, 0, 8]
+    assert work.weights_bytes == 4 * (108 + 4 + 4 + 36 + 8 + 2)
+    assert work.arena_bytes >= 2 * 256 * 4          # two 4x8x8 float maps live at once
+    assert est.estimate("rpi4", tmp_path / "m.onnx")["format"] == "onnx"
+
+
 def test_peak_live_memory_walks_lifetimes():
     # a (100 B) lives for ops 0-1, b (50 B) for 1-2, c (10 B) for 2-3: peak is a + b.
     assert est._peak_live({"a": ([0, 1], 100), "b": ([1, 2], 50), "c": ([2, 3], 10)}) == 150
@@ -169,3 +198,30 @@ def test_recommend_on_real_bundles_excludes_what_the_device_cannot_run(rt_bundle
     onnx = next(c for c in armv7["candidates"] if c["format"] == "onnx")
     assert "no onnx runtime" in onnx["excluded"]
     assert all("rpi4" in a["device_estimates"] for a in artifacts)
+
+
+def test_a_phone_recommendation_excludes_bundles_that_fail_the_mediapipe_check(monkeypatch):
+    """`verify --device android-arm64` runs the phone check (MediaPipe Tasks) on the TFLite bundles
+    still in the running; one that disagrees with edgekit's runtime cannot be the one to ship."""
+    from edgekit.verify import recommend as rec
+
+    profile = rec.profiles.load("android-arm64")
+    result = {"artifacts": [{"bundle": "m-tflite-int8", "path": "/b/int8", "format": "tflite"},
+                            {"bundle": "m-tflite-fp32", "path": "/b/fp32", "format": "tflite"}]}
+    candidates = [{"bundle": "m-tflite-int8", "point_ms": 1.0, "low_ms": 0.8, "high_ms": 1.2, "threads": 4},
+                  {"bundle": "m-tflite-fp32", "point_ms": 2.0, "low_ms": 1.6, "high_ms": 2.4, "threads": 4}]
+    seen = []
+
+    def fake_check(name, bundles, **kwargs):
+        seen.append((name, bundles))
+        return {"results": [{"bundle": "m-tflite-int8", "status": "fail", "passed": False,
+                             "overall": {"agreement_edgekit": 0.912}},
+                            {"bundle": "m-tflite-fp32", "status": "pass", "passed": True}]}
+
+    monkeypatch.setattr(rec.phone, "check", fake_check)
+    assert rec.phone.is_phone(profile)
+    rec._phone_check(result, profile, candidates)
+    assert seen == [("android-arm64", ["/b/int8", "/b/fp32"])]
+    best, reason = rec.choose(candidates)
+    assert best["bundle"] == "m-tflite-fp32"
+    assert "MediaPipe Tasks phone check" in candidates[0]["excluded"] and "91.2%" in candidates[0]["excluded"]

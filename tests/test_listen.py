@@ -40,8 +40,26 @@ def test_word_detector_bridges_short_gaps_and_drops_clicks():
     assert [w.label for w in words] == ["a", "b"]
     assert words[0].start == pytest.approx(5 * 128 / 8000)
     assert words[0].end == pytest.approx((17 * 128 + 256) / 8000)
-    assert words[0].confidence == pytest.approx(0.8 / 0.9)  # silence dropped, renormalised
+    # labelled over frames 5-27: 10 "a" frames, the 3-frame dip and 5 + 5 frames after the word (max gap
+    # and label tail), silence dropped, renormalised
+    assert words[0].confidence == pytest.approx((10 * 0.8 + 13 * 0.05) / (10 * 0.9 + 13 * 0.1))
     assert words[1].to_dict()["label"] == "b" and set(words[1].to_dict()) == {"start", "end", "label", "confidence"}
+
+
+def test_word_detector_quiet_frames_and_the_label_tail():
+    labels = ["_silence", "a", "b"]
+    silence, a, b = [0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]
+    # "a", 7 silent frames (past the 5-frame gap, inside the 5-frame label tail), then "b": two words
+    frames = np.array([a] * 8 + [silence] * 7 + [b] * 8 + [silence] * 12)
+    detector = WordDetector(labels, PARAMS)
+    words = detector.push(frames) + detector.flush()
+    assert [w.label for w in words] == ["a", "b"] and words[1].start == pytest.approx(15 * 128 / 8000)
+    # frames the model calls speech but that sit at the noise floor are silence: the word ends there
+    quiet = np.zeros(len(frames), bool)
+    quiet[6:8] = True
+    detector = WordDetector(labels, PARAMS)
+    words = detector.push(frames, quiet) + detector.flush()
+    assert words[0].end == pytest.approx((5 * 128 + 256) / 8000) and words[0].label == "a"
 
 
 # -- real speech model ------------------------------------------------------------------------------
@@ -106,7 +124,9 @@ def test_chunked_streaming_gives_the_frame_outputs_of_one_pass(fsdd, trained_dir
         params = model.bundle.preprocessing
         reference = _keras_full_sequence(trained_dir("speech"))(
             standardize(raw_features(recording, params), params)[None]).numpy()[0]
-        listener, other = Listener(model, 8000), Listener(model, 8000)
+        # Without the state resets at word onsets (runtime/listen.py) the frames equal one pass; the
+        # second stream resets at each of its 20 words.
+        listener, other = Listener(model, 8000, reset_at_onsets=False), Listener(model, 8000)
         assert listener.carries_state
         rng, parts, i = np.random.default_rng(1), [], 0
         while i < recording.size:
@@ -115,6 +135,8 @@ def test_chunked_streaming_gives_the_frame_outputs_of_one_pass(fsdd, trained_dir
             other.frames(recording[::-1][i:i + step])  # a second stream on the same interpreter
             i += step
         streamed = np.concatenate(parts + [listener.flush_frames()])
+        other.flush_frames()
+    assert listener.resets == 0 and abs(other.resets - 20) <= 3  # 20 words: one reset at each onset
     assert streamed.shape == reference.shape  # 1 + (N - 256) // 128 frames, like one pass
     np.testing.assert_allclose(streamed, reference, rtol=0, atol=1e-5)
 
@@ -161,9 +183,9 @@ def test_listen_transcribes_a_44k_stereo_recording(fsdd, exported_dir, tmp_path)
     print(f"{SPEAKER} takes 0-4: clip-by-clip accuracy {clip_accuracy:.2f}, listen per-digit accuracy "
           f"{accuracy:.2f}, {len(words)} words detected for {len(truth)} spoken, {inserted} inserted")
     assert abs(len(words) - len(truth)) <= 3 and inserted <= 3
-    # Issue 12 asks for 5 points; this quickly trained model (trained on isolated clips, from a zero
-    # LSTM state) measured 8 to 20 points lower in a stream across the five FSDD speakers.
-    assert accuracy >= clip_accuracy - 0.20
+    # Issue 12: within 5 points. Measured (quick test model, five FSDD speakers): 0 to 10 points below
+    # (george: 0); 12 to 20 before the state resets at word onsets and the noise floor.
+    assert accuracy >= clip_accuracy - 0.05
 
 
 def _peak_rss_mb(args, chunks: list[bytes], repeat: int) -> tuple[float, int, str]:

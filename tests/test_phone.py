@@ -53,14 +53,18 @@ def test_training_uses_the_runtime_resize(cifar10_small):
     ("text", {"type": "text"}, {"dtype": "int32"}, "does not lowercase"),
     ("speech", {"type": "speech"}, FLOAT_INPUT, "raw waveform"),
     ("image", {"type": "image", "channel_order": "BGR", "mode": "caffe"}, FLOAT_INPUT, "MediaPipe feeds RGB"),
-    ("image", {"type": "image", "channel_order": "RGB"}, {"dtype": "int8"}, "--int8-io float32"),
+    ("image", {"type": "image", "channel_order": "RGB", "mean": [0] * 3, "std": [1] * 3}, {"dtype": "int8"},
+     "--int8-io float32"),
+    ("image", {"type": "image", "channel_order": "RGB"}, FLOAT_INPUT, "no labels"),
 ])
 def test_models_mediapipe_cannot_describe_say_why(task, params, spec, reason):
-    assert reason in tflite_metadata.why_not({"task": task, "preprocessing": params}, spec)
+    labels = [] if reason == "no labels" else ["cat", "dog"]
+    assert reason in tflite_metadata.why_not({"task": task, "labels": labels, "preprocessing": params}, spec)
 
 
 def test_rgb_float_image_models_get_metadata():
-    meta = {"task": "image", "preprocessing": {"type": "image", "channel_order": "RGB"}}
+    meta = {"task": "image", "labels": ["cat", "dog"],
+            "preprocessing": {"type": "image", "channel_order": "RGB", "mean": [127.5] * 3, "std": [127.5] * 3}}
     assert tflite_metadata.why_not(meta, FLOAT_INPUT) is None
 
 
@@ -160,7 +164,8 @@ def test_phone_check_fails_an_image_bundle_without_metadata(tmp_path, capsys):
     (bundle / "manifest.json").write_text(json.dumps({
         "format": "tflite", "variant": "fp32", "model_file": "model.tflite", "name": "image", "task": "image",
         "labels": ["a", "b"], "sha256": hashlib.sha256(b"x").hexdigest(),
-        "preprocessing": {"type": "image", "channel_order": "RGB", "height": 8, "width": 8},
+        "preprocessing": {"type": "image", "channel_order": "RGB", "height": 8, "width": 8,
+                          "mean": [127.5] * 3, "std": [127.5] * 3},
         "export": {"tflite_metadata": {"written": False, "reason": "no package index"}},
         "inputs": [{"name": "images", "shape": [1, 8, 8, 3], "dtype": "float32", "quantization": None}],
         "outputs": [{"name": "probs", "shape": [1, 2], "dtype": "float32", "quantization": None}]}))

@@ -39,7 +39,7 @@ def fake_model(kind: str, inputs=(("x", (None, 4), "float32"),), labels=LABELS, 
 def case_text(tmp_path):
     (tmp_path / "assets").mkdir()
     (tmp_path / "assets" / "vocab.txt").write_text("\n[UNK]\nfree\nprize\n", encoding="utf-8")
-    params = {"type": "text", "max_len": 5, "vocab_file": "assets/vocab.txt", "padding": "post"}
+    params = KINDS["text"].params_for(5)          # what `export --task text --max-len 5` stores
     ids = make_preprocessor(params, tmp_path)(["Free prize!", "hello"])
     np.testing.assert_array_equal(ids, [[2, 3, 0, 0, 0], [1, 0, 0, 0, 0]])
     model = fake_model("text", preprocessing=params)

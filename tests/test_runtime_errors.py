@@ -59,3 +59,18 @@ def test_tflite_invoke_failures_are_inference_errors():
         runner.run_impl([np.zeros((1, 2), np.float32)])
     with pytest.raises(InvalidInputError, match="litert rejected the input"):
         runner.run_impl([np.zeros((1, 2), np.int32)])
+
+
+def test_a_library_error_with_an_empty_message_is_still_one_line(tmp_path, monkeypatch):
+    """verify/golden.py took `str(exc).splitlines()[0]` and raised IndexError on an empty message."""
+    from edgekit.runtime import golden
+
+    path = tmp_path / "golden.npz"
+    np.savez(path, x=np.zeros((1, 2)))
+
+    def load(*args, **kwargs):
+        raise ValueError()  # numpy and zipfile do raise some errors without a message
+
+    monkeypatch.setattr(golden.np, "load", load)
+    with pytest.raises(InvalidInputError, match=r"cannot read golden file .*golden.npz: ValueError$"):
+        golden.read(path)

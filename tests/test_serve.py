@@ -145,6 +145,7 @@ def test_uploads_decode_like_files():
 class _StandIn:
     backend = "standin"
     labels = ["a", "b"]
+    input_names = ["x"]
 
     def __init__(self) -> None:
         info = TensorInfo("x", (None, 2), np.dtype(np.float32))
@@ -152,13 +153,13 @@ class _StandIn:
         self.bundle = SimpleNamespace(manifest={}, task="tensor", format="tflite", variant="fp32", sha256="0",
                                       preprocessing=None)
 
-    def predict_tensors(self, x):
+    def predict_outputs(self, x):
         x = np.asarray(x, dtype=np.float32)
         if x.flat[0] == 13:
             raise RuntimeError("boom\nsecond line of a traceback-like message")
         if x.flat[0] == 666:
             raise ModelFileError("the backend crashed")
-        return x
+        return {"y": x}
 
     def close(self) -> None:
         pass

@@ -37,6 +37,7 @@ def test_every_variant_has_a_gate_with_a_reason():
     fp32, fp16 = DEFAULT_GATES["fp32"], DEFAULT_GATES["fp16"]
     assert (fp32.atol, fp32.rtol, fp32.min_agreement) == (1e-4, 1e-3, 1.0)
     assert (fp16.atol, fp16.rtol, fp16.min_psnr_db, fp16.min_agreement) == (1e-2, 1e-2, 45.0, 0.99)
+    assert fp16.max_failed_fraction == 0.01 and fp32.max_failed_fraction is None
     for variant in ("dynamic", "int8", "int16x8"):
         assert DEFAULT_GATES[variant].max_accuracy_drop == 1.0
         assert DEFAULT_GATES[variant].min_psnr_db == 30.0
@@ -63,6 +64,9 @@ def test_elementwise_rule_fails_only_when_both_limits_are_exceeded():
     assert gates.elementwise_failures(gate, ref, ref + [[0, 5e-4], [0, 0]]) == 0    # below atol
     reasons = gates.check(gate, ref, ref + [[0, 5e-3], [0, 0]])
     assert reasons and reasons[0].startswith("1 of 4 outputs differ by more than atol")
+    quantile = gate.with_limits(max_failed_fraction=0.25)       # 1 of 4 allowed, 2 of 4 not
+    assert gates.check(quantile, ref, ref + [[0, 5e-3], [0, 0]]) == []
+    assert gates.check(quantile, ref, ref + [[0, 5e-3], [0.1, 0]])[0].startswith("2 of 4")
 
 
 def test_psnr_is_qualcomms_definition():
@@ -109,7 +113,8 @@ def test_overrides_apply_per_variant_then_per_format():
 
 @pytest.mark.parametrize("bad", ["int8", "int8.max_accuracy_drop", "int9.max_accuracy_drop=1",
                                  "int8.speed=1", "int8.max_accuracy_drop=abc",
-                                 "int8.min_agreement=1.5", "fp32.max_abs_error=-1", "fp16.atol=nan"])
+                                 "int8.min_agreement=1.5", "fp32.max_abs_error=-1", "fp16.atol=nan",
+                                 "fp16.max_failed_fraction=2"])
 def test_bad_overrides_are_user_errors(bad):
     with pytest.raises(UserError, match="--gate"):
         parse_overrides([bad])

@@ -112,17 +112,49 @@ def keras_layer_names(path: str | Path) -> set[str] | None:
     return names
 
 
+def unloadable_layer(config: dict | None) -> str | None:
+    """Why a .keras file's config cannot load here, naming the first layer at fault: a Lambda layer
+    (Python code, refused by safe mode) or a custom class (registered in the user's own code)."""
+
+    def walk(node) -> str | None:
+        if isinstance(node, dict):
+            inner = node.get("config") if isinstance(node.get("config"), dict) else {}
+            name = inner.get("name", "?")
+            if node.get("class_name") == "Lambda":
+                return (f"layer {name!r} is a Lambda layer (Python code, which safe mode does not load): "
+                        "replace it with built-in layers or re-save the model without it")
+            registered = node.get("registered_name")
+            if isinstance(registered, str) and ">" in registered and "layers" not in str(node.get("module")):
+                return (f"layer {name!r} is a custom class {registered!r} from your own code, which edgekit "
+                        "cannot import: build the model from built-in Keras layers")
+            for value in node.values():
+                found = walk(value)
+                if found:
+                    return found
+        elif isinstance(node, list):
+            for value in node:
+                found = walk(value)
+                if found:
+                    return found
+        return None
+
+    return walk(config) if config else None
+
+
 def load_keras(path: Path):
-    """Load one Keras file; `.keras` always in Keras' safe mode. UserError (one line) when it fails."""
+    """Load one Keras file; `.keras` always in Keras' safe mode. UserError (one line, naming the
+    user's file and, where the config says, the layer at fault) when it fails."""
     quiet_tensorflow()
     import keras
 
+    shown = path.resolve()  # the user's file, not a model view's link to it
     try:
         if path.suffix.lower() == KERAS_SUFFIX:
             return keras.saving.load_model(path, compile=False, safe_mode=True)
         return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # corrupt or foreign file: one line, not a Keras traceback
-        raise UserError(f"cannot load {path}: {first_line(exc)}") from None
+        why = unloadable_layer(keras_config(path)) if path.suffix.lower() == KERAS_SUFFIX else None
+        raise UserError(f"cannot load {shown}: {why or first_line(exc)}") from None
 
 
 def load_model(model: str | Path, allow_unsafe: bool = False):

@@ -139,7 +139,9 @@ _STEP_KEYS = ("passed", "reasons", "agreement", "accuracy_delta", "psnr_db", "si
 def _final_entry(entry: dict, target: Path, steps: list[dict], built: list[dict], candidates) -> dict | None:
     """The entry of the bundle left on disk (the last one built), with the search that led to it."""
     search = {"steps": steps, "budget_steps": candidates.ctx.max_steps, "max_float_tensors": candidates.max_float,
-              "ranked_by": candidates.ranked_by}
+              "ranked_by": candidates.ranked_by,
+              # when none passed: the step that came closest (highest agreement), to rerun by hand
+              "best_step": max(range(len(steps)), key=lambda i: steps[i].get("agreement") or 0) if steps else None}
     if not built:
         entry["fix"] = {"skipped": "no candidate could be built", "search": search}
         return None

@@ -3,8 +3,8 @@
 
 Users override one limit of one variant with `--gate VARIANT.KEY=VALUE` (e.g. `int8.max_accuracy_drop=2`);
 `VARIANT` may also be `FORMAT-VARIANT` (`onnx-int8.min_agreement=0.97`) to touch one format only.
-KEY is one of the runtime's LIMIT_KEYS: atol, rtol, max_abs_error, min_psnr_db, min_agreement,
-max_accuracy_drop.
+KEY is one of the runtime's LIMIT_KEYS: atol, rtol, max_failed_fraction, max_abs_error, min_psnr_db,
+min_agreement, max_accuracy_drop.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, dict[str, float]]:
             value = float(value_text)
         except ValueError:
             raise UserError(f"--gate {item!r}: {value_text!r} is not a number") from None
-        is_fraction = key == "min_agreement"
+        is_fraction = key in ("min_agreement", "max_failed_fraction")
         is_db = key == "min_psnr_db"
         if not math.isfinite(value) or (value < 0 and not is_db) or (is_fraction and value > 1):
             raise UserError(f"--gate {item!r}: {key} must be a finite number"

@@ -9,6 +9,7 @@ estimate); estimates within TIE of the fastest count as a tie, broken by the sma
 from __future__ import annotations
 
 from edgekit.core import first_line, log
+from edgekit.devices import phone
 from edgekit.devices.estimate import count_work, estimate
 from edgekit.runtime import profiles
 
@@ -49,6 +50,25 @@ def _candidate(entry: dict, profile: dict, work_cache: dict) -> dict:
     return row
 
 
+def _phone_check(result: dict, profile: dict, candidates: list[dict]) -> dict | None:
+    """On a phone, apps run a bundle through MediaPipe Tasks: the image bundles still in the running go
+    through it on held-out photos (edgekit.devices.phone), and one that disagrees with edgekit's runtime
+    is excluded. Other kinds are skipped by the check itself, with the reason."""
+    paths = [e["path"] for e, c in zip(result["artifacts"], candidates, strict=True)
+             if "excluded" not in c and e.get("format") == "tflite"]
+    if not paths:
+        return None
+    check = phone.check(profile["name"], paths, with_keras=False)
+    verdicts = {r["bundle"]: r for r in check["results"] if r.get("status") != "skipped"}
+    for c in candidates:
+        r = verdicts.get(c["bundle"])
+        if r is not None and not r.get("passed") and "excluded" not in c:
+            agreement = (r.get("overall") or {}).get("agreement_edgekit")
+            why = r.get("error") or f"agrees with edgekit's runtime on {100 * (agreement or 0):.1f}% of photos"
+            c["excluded"] = f"fails the MediaPipe Tasks phone check ({why})"
+    return check
+
+
 def choose(candidates: list[dict]) -> tuple[dict | None, str]:
     """The candidate to ship and why (pure: tests call it on hand-built rows)."""
     eligible = [c for c in candidates if "excluded" not in c]
@@ -79,10 +99,13 @@ def recommend(result: dict, devices: list[str]) -> dict:
     out = result.setdefault("devices", {})
     for profile in check_devices(devices):
         candidates = [_candidate(e, profile, work_cache) for e in result["artifacts"]]
+        phone_check = _phone_check(result, profile, candidates) if phone.is_phone(profile) else None
         best, reason = choose(candidates)
         out[profile["name"]] = {"recommended": best["bundle"] if best else None, "reason": reason,
                                 "estimate": True, "threads": profile["default_threads"],
                                 "candidates": candidates}
+        if phone_check is not None:
+            out[profile["name"]]["phone_check"] = phone_check
         log(f"verify: {profile['name']}: " + (f"ship {best['bundle']}" if best else "nothing to ship")
             + f" ({reason})")
     return out

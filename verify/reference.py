@@ -55,7 +55,7 @@ def reference_dir(model: str | Path, bundles: list[Path], data: str | Path | Non
             break
     with tempfile.TemporaryDirectory(prefix="edgekit-model-") as scratch:
         calibration = str(data) if Path(data).suffix.lower() == ".npz" else None
-        yield source.model_view(model, Path(scratch) / "model", allow_unsafe=allow_unsafe,
+        yield source.model_view(model, Path(scratch) / model.stem, allow_unsafe=allow_unsafe,
                                 calibration=calibration, metadata=metadata, assets=assets)
 
 

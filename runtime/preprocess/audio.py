@@ -29,11 +29,11 @@ class AudioTrimmedWarning(UserWarning):
     """A recording longer than the model's clip had sound past the clip's end, which was not heard."""
 
 
-def read_wav(path: str | Path, expected_rate: int | None = None) -> np.ndarray:
-    """A WAV file (any format `wav.py` reads) -> float64 mono samples in [-1, 1], resampled to
-    `expected_rate` when that differs from the file's rate (and clipped to [-1, 1] after resampling,
-    whose ripple can overshoot a full-scale signal slightly)."""
-    samples, rate = read_wav_file(path)
+def read_wav(source, expected_rate: int | None = None, name: str | None = None) -> np.ndarray:
+    """A WAV file or binary file object (any format `wav.py` reads) -> float64 mono samples in [-1, 1],
+    resampled to `expected_rate` when that differs from the file's rate (and clipped to [-1, 1] after
+    resampling, whose ripple can overshoot a full-scale signal slightly)."""
+    samples, rate = read_wav_file(source, name)
     if expected_rate is not None and rate != expected_rate:
         samples = np.clip(resample(samples, rate, expected_rate), -1.0, 1.0)
     return samples

@@ -1,4 +1,4 @@
-"""Sample-rate conversion in numpy, whole signals or streamed block by block with the same result.
+"""Sample-rate conversion in numpy, whole signals or streamed block by block (the same samples, to 1e-12).
 
 Why numpy and not a library: python-soxr (the well-kept choice) has x86-64 and aarch64 wheels but none
 for armv7 (Raspberry Pi OS 32-bit), and Debian bookworm does not package it; one implementation on every
@@ -9,9 +9,9 @@ Method: rational polyphase FIR (the textbook `up / down` resampler, like scipy's
 Kaiser-windowed sinc low-pass: ZERO_CROSSINGS zero crossings of the sinc each side, Kaiser beta 8 (about
 80 dB stopband), cutoff placed so that the transition band ends at the lower rate's Nyquist frequency
 (passband to about 92% of it: 3.7 kHz of a 4 kHz band at 8 kHz, like soxr's). With 32 zero crossings
-(passband to 84%) the top mel bands lost enough energy to flip an FSDD near-tie that soxr kept. Output sample n sits at time
-n / rate_out exactly (no delay); a signal of N samples gives ceil(N * up / down) samples, and samples
-before the start and after the end count as zeros.
+(passband to 84%) the top mel bands lost enough energy to flip an FSDD near-tie that soxr kept.
+Output sample n sits at time n / rate_out exactly (no delay); a signal of N samples gives
+ceil(N * up / down) samples, and samples before the start and after the end count as zeros.
 """
 
 from __future__ import annotations

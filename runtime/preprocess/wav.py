@@ -186,15 +186,17 @@ def _read_fully(stream: BinaryIO, count: int) -> bytes:
     return b"".join(parts)
 
 
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """A whole WAV file -> (float64 mono samples in [-1, 1], sample rate). Raises InvalidInputError
-    (a ValueError) with one line for anything it cannot read."""
+def read_wav(source: str | Path | BinaryIO, name: str | None = None) -> tuple[np.ndarray, int]:
+    """A whole WAV file (a path, or a binary file object such as a server's upload in io.BytesIO) ->
+    (float64 mono samples in [-1, 1], sample rate). Raises InvalidInputError (a ValueError) with one
+    line for anything it cannot read."""
+    name = name or str(source if isinstance(source, (str, Path)) else getattr(source, "name", "<stream>"))
     try:
-        with WavReader(path) as wav:
+        with WavReader(source, name) as wav:
             samples = wav.read()
             rate = wav.rate
     except OSError as exc:
-        raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise InvalidInputError(f"cannot read {name}: {exc.strerror or exc}") from None
     if samples.size == 0:
-        raise InvalidInputError(f"{path} holds no samples")
+        raise InvalidInputError(f"{name} holds no samples")
     return samples, rate

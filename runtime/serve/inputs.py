@@ -12,12 +12,10 @@ Raw uploads for :classify (by Content-Type):
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 
 import numpy as np
 
-from edgekit.runtime.errors import InvalidInputError, first_line
+from edgekit.runtime.errors import first_line
 
 IMAGE_TYPES = {"image/jpeg": ".jpg", "image/jpg": ".jpg", "image/png": ".png", "image/bmp": ".bmp",
                "image/gif": ".gif", "image/webp": ".webp"}
@@ -91,7 +89,7 @@ def predict_feed(model, doc, max_batch: int):
         raise HTTPError(400, 'body must be a JSON object: {"instances": [...]} or {"inputs": ...}')
     if ("instances" in doc) == ("inputs" in doc):
         raise HTTPError(400, 'give exactly one of "instances" (row format) or "inputs" (columnar format)')
-    names = [i.name for i in model.runner.inputs]
+    names = list(model.input_names)
     if "instances" in doc:
         rows = doc["instances"]
         if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
@@ -148,22 +146,7 @@ _WANTS = {"text": "text (Content-Type: text/plain)",
 
 
 # -------------------------------------------------------------------------------- raw uploads
-# The runtime's readers (preprocess.image.read_image_file, preprocess.audio.read_wav) take file
-# paths, so an upload is written to a private temporary file (mode 0600), read and deleted at once:
-# the server decodes exactly as `predict` does with a file. When those readers take file objects,
-# pass io.BytesIO(data) instead and drop _via_temporary_file.
-
-
-def _via_temporary_file(data: bytes, suffix: str, reader):
-    fd, path = tempfile.mkstemp(prefix="edgekit-serve-", suffix=suffix)  # mode 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return reader(path)
-    except InvalidInputError as exc:  # its message names the temporary file: name the upload instead
-        raise InvalidInputError(str(exc).replace(path, "the upload")) from None
-    finally:
-        os.unlink(path)
+# Uploads are decoded in memory by the runtime's own readers, exactly as `predict` decodes a file.
 
 
 def _check_pixels(data: bytes) -> None:
@@ -184,13 +167,15 @@ def _check_pixels(data: bytes) -> None:
 
 
 def decode_image(data: bytes, suffix: str) -> np.ndarray:
-    from edgekit.runtime.preprocess.image import read_image_file
+    from edgekit.runtime.preprocess.image import read_image_bytes
 
     _check_pixels(data)
-    return _via_temporary_file(data, suffix, read_image_file)
+    return read_image_bytes(data, "the upload")
 
 
 def decode_wav(data: bytes, sample_rate: int | None) -> np.ndarray:
+    import io
+
     from edgekit.runtime.preprocess.audio import read_wav
 
-    return _via_temporary_file(data, ".wav", lambda path: read_wav(path, sample_rate))
+    return read_wav(io.BytesIO(data), sample_rate, name="the upload")

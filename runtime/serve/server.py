@@ -170,13 +170,24 @@ class App:
             doc = parse_json(body)
             with pool.lend(self.options.timeout) as model:
                 feed = predict_feed(model, doc, max_batch)
-                probs = model.predict_tensors(feed)
-            return 200, JSON_TYPE, _json({"predictions": probs.tolist()})
+                outputs = model.predict_outputs(feed)
+            return 200, JSON_TYPE, _json({"predictions": _rows(outputs)})
         top_k = _top_k(query)
         with pool.lend(self.options.timeout) as model:
             inputs = classify_inputs(model, headers.get("Content-Type"), body, max_batch)
             predictions = model.predict(inputs)
+        if isinstance(predictions, dict):  # a tensor bundle without labels: its outputs by name
+            return 200, JSON_TYPE, _json({"predictions": _rows(predictions)})
         return 200, JSON_TYPE, _json({"predictions": [p.to_dict(top_k) for p in predictions]})
+
+
+def _rows(outputs: dict) -> list:
+    """TensorFlow Serving's row format: one value per instance for a one-output model, else one
+    object {output name: value} per instance."""
+    if len(outputs) == 1:
+        return next(iter(outputs.values())).tolist()
+    names = list(outputs)
+    return [{n: outputs[n][i].tolist() for n in names} for i in range(len(outputs[names[0]]))]
 
 
 def _top_k(query: dict) -> int | None:
