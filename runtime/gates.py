@@ -135,15 +135,17 @@ GATES: dict[str, Gate] = {
 # kernels of one release are bit-exact across CPUs (ai-edge-litert 2.3 on emulated Cortex-A72 vs x86:
 # 0), but releases round requantization differently: tflite-runtime 2.14 on armv7 vs ai-edge-litert 2.3
 # on x86 differed by 0.043 (11 output steps of 1/256) on the default int8 image model, with every top-1
-# class equal: 0.06 = 15 steps.
+# class equal; and onnxruntime's int8 kernels differ per instruction set (MLAS: x86 AVX-512 vs ARM NEON):
+# the same QDQ image bundle on emulated Cortex-A72 vs x86-64 differed by 0.094 (24 steps), every top-1
+# equal. 0.12 = 31 steps; the agreement limit still catches a bundle that decides differently.
 _SAME_FLOAT = Gate(
     max_abs_error=1e-4, min_agreement=0.99,
     reason="same float bundle on another CPU: only summation order differs (~1e-6)")
 _SAME_INTEGER = Gate(
-    max_abs_error=6e-2, min_agreement=0.99,
-    reason="same integer bundle on another runtime release: requantization rounding differs by up to "
-           "11 output steps of 1/256 (measured 0.043, tflite-runtime 2.14 armv7 vs ai-edge-litert 2.3 "
-           "x86); 0.06 = 15 steps")
+    max_abs_error=0.12, min_agreement=0.99,
+    reason="same integer bundle on another CPU or runtime release: requantization rounding differs "
+           "(measured 0.043 for tflite-runtime 2.14 armv7 vs ai-edge-litert 2.3 x86, 0.094 for "
+           "onnxruntime 1.32 QDQ on Cortex-A72 vs x86-64, every top-1 equal); 0.12 = 31 steps of 1/256")
 SAME_BUNDLE: dict[str, Gate] = {
     "fp32": _SAME_FLOAT,
     "fp16": _SAME_FLOAT,
