@@ -9,7 +9,9 @@ Injection sizes (the limits' reasons in edgekit/runtime/gates.py and docs/design
   tensor is within what fp16 rounding of every weight already does to the outputs; x1.05 measured
   43.9 dB on one trained model, under the 45 dB limit, and passed on another (the CIFAR model trained
   with MediaPipe's resize), so the test injects a change the fp16 gate must always see),
-- preprocessing mismatch: features normalised with std 128 instead of the model's 127.5 (x * 0.996).
+- preprocessing mismatch: features normalised with std 128 (fp32: x * 0.996) or 130 (fp16: x * 0.98)
+  instead of the model's 127.5; std 128 measured 40 dB on one model and 55 dB (a pass) on another under
+  the fp16 gate, whose own rounding is of that size.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ pytestmark = pytest.mark.slow
 
 SAMPLES = 200
 WEIGHT_SCALE = {"fp32": 1.01, "fp16": 1.10}
+WRONG_STD = {"fp32": 128.0, "fp16": 130.0}
 DEFECTS = ("wrong_op", "wrong_constant", "preprocessing")
 
 
@@ -72,7 +75,7 @@ def test_injected_defect_fails_its_gate(image, variant, defect):
     if defect == "preprocessing":
         std = float(np.mean(image.preprocessing["std"]))
         assert std == 127.5, "the mismatch below assumes the model's std of 127.5"
-        x = x * (std / 128.0)
+        x = x * (std / WRONG_STD[variant])
     else:
         data = (bundle / "model.tflite").read_bytes()
         edited = _add_to_sub(data) if defect == "wrong_op" else _scale_largest_weight(data, WEIGHT_SCALE[variant])

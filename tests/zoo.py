@@ -319,7 +319,8 @@ def cli_check(entry: Entry, workdir: Path, variants: tuple[str, ...] = ("fp32", 
     steps = {
         "export": [*edgekit, "export", str(model_file), "--calibration", str(workdir / "calibration.npz"),
                    "--name", entry.name, "--out", str(art), "--variants", ",".join(variants)],
-        "verify": [*edgekit, "verify", str(model_file), str(art), "--data", str(workdir / "samples.npz")],
+        "verify": [*edgekit, "verify", str(model_file), str(art), "--data", str(workdir / "samples.npz"),
+                   "--json", str(workdir / "verify.json")],
     }
     model = keras.models.load_model(workdir / "model.keras")
     x, _ = load_inputs(workdir / "samples.npz", model)

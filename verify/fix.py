@@ -295,4 +295,5 @@ def quantize_onnx(float_model: Path, out: Path, x: np.ndarray, method: str, excl
 
     quantize_static(str(float_model), str(out), Rows(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    reduce_range=True,  # as export/onnx.py: x86's int8 kernels saturate on full-range weights
                     nodes_to_exclude=list(exclude), calibrate_method=getattr(CalibrationMethod, method))
