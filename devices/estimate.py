@@ -34,6 +34,7 @@ import numpy as np
 
 from edgekit.core import UserError, first_line
 from edgekit.runtime import profiles
+from edgekit.runtime.bundle import read_manifest
 
 CLASSES = ("conv", "depthwise", "dense", "lstm", "elementwise", "pooling", "movement", "quantize")
 COMPUTE_CLASSES = ("conv", "depthwise", "dense", "lstm")
@@ -417,15 +418,9 @@ def model_file(bundle: str | Path) -> Path:
         if bundle.suffix not in (".tflite", ".onnx"):
             raise UserError(f"{bundle}: expected a bundle folder, a .tflite or an .onnx file")
         return bundle
-    manifest = bundle / "manifest.json"
-    if not manifest.is_file():
-        raise UserError(f"{bundle} is not a bundle: no manifest.json (create bundles with `edgekit export`)")
-    try:
-        name = json.loads(manifest.read_text(encoding="utf-8")).get("model_file")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise UserError(f"cannot read {manifest}: {first_line(exc)}") from None
-    path = bundle / str(name or "")
-    if not name or not path.is_file():
+    name = read_manifest(bundle)["model_file"]  # the runtime's one reader: one line when unreadable
+    path = bundle / name
+    if not path.is_file():
         raise UserError(f"{bundle}: model file {name!r} named by manifest.json is missing")
     return path
 
