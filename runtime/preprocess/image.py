@@ -29,8 +29,12 @@ def _axis_weights(in_size: int, out_size: int):
 def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """[H, W, C] -> float32 [height, width, C], like tf.image.resize(method="bilinear")."""
     x = image.astype(np.float32)
-    y0, y1, wy = _axis_weights(x.shape[0], height)
-    x0, x1, wx = _axis_weights(x.shape[1], width)
+    return _interpolate(x, _axis_weights(x.shape[0], height), _axis_weights(x.shape[1], width))
+
+
+def _interpolate(x: np.ndarray, rows: tuple, cols: tuple) -> np.ndarray:
+    """Bilinear interpolation of [H, W, C] from per-axis (lower index, upper index, weight)."""
+    (y0, y1, wy), (x0, x1, wx) = rows, cols
     wx = wx[None, :, None]
     top = x[y0][:, x0] + (x[y0][:, x1] - x[y0][:, x0]) * wx
     bottom = x[y1][:, x0] + (x[y1][:, x1] - x[y1][:, x0]) * wx
@@ -58,12 +62,7 @@ def resize_bilinear_mediapipe(image: np.ndarray, height: int, width: int) -> np.
     preprocessing gives (bilinear on the 1/32 grid, rounded half up like OpenCV's fixed point; the
     products of 1/32 weights and 8-bit pixels are exact in float64, so the rounding matches)."""
     x = image.astype(np.float64)
-    y0, y1, wy = _mediapipe_axis(x.shape[0], height)
-    x0, x1, wx = _mediapipe_axis(x.shape[1], width)
-    wx = wx[None, :, None]
-    top = x[y0][:, x0] + (x[y0][:, x1] - x[y0][:, x0]) * wx
-    bottom = x[y1][:, x0] + (x[y1][:, x1] - x[y1][:, x0]) * wx
-    value = top + (bottom - top) * wy[:, None, None]
+    value = _interpolate(x, _mediapipe_axis(x.shape[0], height), _mediapipe_axis(x.shape[1], width))
     return np.clip(np.floor(value + 0.5), 0, 255).astype(np.float32)
 
 

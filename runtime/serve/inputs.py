@@ -12,6 +12,7 @@ Raw uploads for :classify (by Content-Type):
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 
@@ -161,7 +162,8 @@ def _check_pixels(data: bytes) -> None:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
     except Exception as exc:  # Pillow raises many types for corrupt data
-        raise HTTPError(400, f"cannot decode the image: {first_line(exc)}") from None
+        why = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the upload", first_line(exc))
+        raise HTTPError(400, f"cannot decode the image: {why}") from None
     if width * height > MAX_IMAGE_PIXELS:
         raise HTTPError(413, f"image is {width}x{height} pixels; at most {MAX_IMAGE_PIXELS} pixels")
 
