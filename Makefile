@@ -5,6 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgekit-installed
 PYTEST_ARGS ?=
+# `make test` runs on two workers (pytest-xdist): most of its time is single-threaded (conversion, emulation,
+# child processes), so two workers on two cores finish sooner; tests/conftest.py keeps the tests that share a
+# trained model in one worker and hands out the biggest groups first.
+JOBS ?= 2
 
 .PHONY: demo test test-fast test-zoo lint venv clean
 
@@ -26,7 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(JOBS) --dist loadgroup --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 # The architecture zoo with its three heavy backbones (ResNet50, DenseNet121, ConvNeXtTiny) too.
 test-zoo: lint

@@ -90,6 +90,37 @@ def export_model(model_dir, out_dir, formats=recipes.FORMATS, variants=recipes.V
     _check_layer_names(keep_float_layers, model_file(model_dir, allow_unsafe))
 
     plan: list[tuple[str, str]] = [(f, v) for f in formats for v in variants]
+    results, to_convert = _skipped_and_to_convert(plan, model_dir, profile)
+    chosen = {(fmt, v): recipes.RECIPES[(fmt, v)].keeping_float(keep_float_layers)
+              for fmt, fmt_variants in to_convert.items() for v in fmt_variants}
+    settings = {"opset": opset, "io_dtype": "float32", "device": device,
+                "calibration_samples": _calibration_used(model_dir, chosen.values(), calibration_samples)}
+    context = _Context(model_dir, out_dir, metadata, profile, settings, plan, results, chosen)
+    context.int8_io = int8_io
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", suffix=".staging", dir=out_dir))
+    try:
+        for fmt in formats:
+            for variant in variants:  # decided before converting: reported first within the format
+                if (fmt, variant) in results:
+                    context.report(results[(fmt, variant)])
+            fmt_variants = to_convert.get(fmt)
+            if not fmt_variants:
+                continue
+            request = {"model_dir": str(model_dir.resolve()), "allow_unsafe": allow_unsafe, "format": fmt,
+                       "calibration_samples": calibration_samples, "int8_io": int8_io, "opset": opset,
+                       "recipes": {v: chosen[(fmt, v)].to_json() for v in fmt_variants}}
+            _run_workers(request, fmt_variants, staging / fmt, context)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    ordered = [results[key] for key in plan]
+    _log_summary(ordered)
+    return ordered
+
+
+def _skipped_and_to_convert(plan, model_dir: Path, profile) -> tuple[dict, dict[str, list[str]]]:
+    """The variants that cannot apply here (as "skipped" results, with the reason) and, per format,
+    the variants to convert."""
     results: dict[tuple[str, str], ExportResult] = {}
     to_convert: dict[str, list[str]] = {}
     for fmt, variant in plan:
@@ -104,39 +135,20 @@ def export_model(model_dir, out_dir, formats=recipes.FORMATS, variants=recipes.V
                                                    "skipped", why_not)
         else:
             to_convert.setdefault(fmt, []).append(variant)
-    calibration_used = None
-    if any(recipes.RECIPES[(f, v)].calibrated for f, vs in to_convert.items() for v in vs):
-        available = source.calibration_count(model_dir)
-        calibration_used = min(available, calibration_samples)
-        if available < calibration_samples:
-            log(f"warning: calibration.npz holds {available} samples (< {calibration_samples} "
-                "requested); using all of them")
-        if calibration_used < source.MIN_CALIBRATION_SAMPLES:
-            log(f"warning: calibrating on only {calibration_used} samples: int8 scales may be poor")
+    return results, to_convert
 
-    settings = {"opset": opset, "calibration_samples": calibration_used, "io_dtype": "float32",
-                "device": device, "keep_float_layers": list(keep_float_layers or [])}
-    context = _Context(model_dir, out_dir, metadata, profile, settings, plan, results)
-    context.int8_io = int8_io
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", suffix=".staging", dir=out_dir))
-    try:
-        for fmt in formats:
-            for variant in variants:  # decided before converting: reported first within the format
-                if (fmt, variant) in results:
-                    context.report(results[(fmt, variant)])
-            fmt_variants = to_convert.get(fmt)
-            if not fmt_variants:
-                continue
-            request = {"model_dir": str(model_dir.resolve()), "allow_unsafe": allow_unsafe, "format": fmt,
-                       "calibration_samples": calibration_samples, "int8_io": int8_io, "opset": opset,
-                       "keep_float_layers": list(keep_float_layers or [])}
-            _run_workers(request, fmt_variants, staging / fmt, context)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    ordered = [results[key] for key in plan]
-    _log_summary(ordered)
-    return ordered
+
+def _calibration_used(model_dir: Path, chosen, requested: int) -> int | None:
+    """How many calibration samples the calibrated recipes will use (None when none is calibrated)."""
+    if not any(recipe.calibrated for recipe in chosen):
+        return None
+    available = source.calibration_count(model_dir)
+    used = min(available, requested)
+    if available < requested:
+        log(f"warning: calibration.npz holds {available} samples (< {requested} requested); using all of them")
+    if used < source.MIN_CALIBRATION_SAMPLES:
+        log(f"warning: calibrating on only {used} samples: int8 scales may be poor")
+    return used
 
 
 def _check_layer_names(names: list[str] | None, keras_file: Path) -> None:
@@ -161,9 +173,10 @@ def _checked_choices(items, valid: tuple[str, ...], what: str) -> list[str]:
 class _Context:
     """What the per-variant steps share: inputs, results so far, and the progress counter."""
 
-    def __init__(self, model_dir, out_dir, metadata, profile, settings, plan, results):
+    def __init__(self, model_dir, out_dir, metadata, profile, settings, plan, results, chosen):
         self.model_dir, self.out_dir, self.metadata = model_dir, out_dir, metadata
         self.profile, self.settings, self.plan, self.results = profile, settings, plan, results
+        self.recipes: dict[tuple[str, str], recipes.Recipe] = chosen
         self.layer_classes: dict[str, str] = {}
         self.source_sha256 = sha256_file(source.model_file(model_dir, True))
         self.reported = 0
@@ -254,7 +267,7 @@ def _death_reason(code: int, stderr_path: Path) -> str:
 def _finish_variant(fmt: str, event: dict, context: _Context) -> ExportResult:
     """Op-check a converted file and write its bundle (or turn the event into a skipped/failed result)."""
     variant = event["variant"]
-    recipe = recipes.RECIPES[(fmt, variant)]
+    recipe = context.recipes[(fmt, variant)]
     result = ExportResult(fmt, variant, recipe.name, event["status"], event.get("reason", ""),
                           seconds=event.get("seconds", 0.0))
     if result.status != "ok":
@@ -283,7 +296,7 @@ def _finish_variant(fmt: str, event: dict, context: _Context) -> ExportResult:
         assets = context.model_dir / "assets"
         if assets.is_dir():
             shutil.copytree(assets, tmp / "assets")
-        manifest = build_manifest(fmt=fmt, variant=variant, recipe=recipe.name, model_path=model_path,
+        manifest = build_manifest(fmt=fmt, variant=variant, recipe=recipe, model_path=model_path,
                                   details=details, metadata=context.metadata,
                                   source_sha256=context.source_sha256, settings=settings)
         atomic_write_json(tmp / MANIFEST_FILE, manifest)

@@ -1,7 +1,7 @@
 """The export formats, listed once. Each is one module with the same interface:
 
     FILE_NAME                       the model file's name inside a bundle
-    export_variant(variant, model, metadata, request, calibration, staging, cache) -> Path
+    export_variant(recipe, model, metadata, request, calibration, staging, cache) -> Path
     describe(path) -> dict          inputs, outputs, op records and histogram, read from the file
     run(path, x) -> np.ndarray      float outputs on `x`, in that format's edge runtime
     conversion_path(model, variant) -> str

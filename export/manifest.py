@@ -6,11 +6,12 @@ from pathlib import Path
 
 from edgekit import __version__
 from edgekit.core import library_versions, now_iso, sha256_file
+from edgekit.export.recipes import Recipe
 
 MANIFEST_FILE = "manifest.json"
 
 
-def build_manifest(*, fmt: str, variant: str, recipe: str, model_path: Path, details: dict,
+def build_manifest(*, fmt: str, variant: str, recipe: Recipe, model_path: Path, details: dict,
                    metadata: dict, source_sha256: str, settings: dict) -> dict:
     """The manifest of the model file at `model_path` (already in its bundle folder).
 
@@ -21,7 +22,8 @@ def build_manifest(*, fmt: str, variant: str, recipe: str, model_path: Path, det
         "edgekit_version": __version__,
         "format": fmt,
         "variant": variant,
-        "recipe": recipe,
+        "recipe": recipe.name,
+        "float_layers": list(recipe.float_layers),  # part of the recipe: what it left in float
         "model_file": model_path.name,
         "sha256": sha256_file(model_path),
         "size_bytes": model_path.stat().st_size,

@@ -152,9 +152,9 @@ def _value_dtype(value) -> np.dtype:
     return tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
 
 
-def export_variant(variant: str, model, metadata: dict, request: dict, calibration, staging: Path,
+def export_variant(recipe, model, metadata: dict, request: dict, calibration, staging: Path,
                    cache: dict) -> Path:
-    """The format interface (export/formats.py): write `variant` of `model` into `staging`, return the file.
+    """The format interface (export/formats.py): write `recipe` of `model` into `staging`, return the file.
     The fp32 graph is converted once per worker (`cache`) and quantized from there."""
     import shutil
 
@@ -163,13 +163,13 @@ def export_variant(variant: str, model, metadata: dict, request: dict, calibrati
         convert_fp32(model, fp32, opset=request["opset"], metadata=metadata)
         check(fp32)
         cache["fp32"] = fp32
-    path = staging / FILE_NAME
+    path, variant = staging / FILE_NAME, recipe.variant
     if variant == "fp32":
         shutil.copyfile(cache["fp32"], path)
     elif variant == "int8":
         from edgekit.export.tflite import keras_layer_names
 
-        quantize_int8(cache["fp32"], path, calibration, keras_layer_names(model), request.get("keep_float_layers"))
+        quantize_int8(cache["fp32"], path, calibration, keras_layer_names(model), list(recipe.float_layers))
     else:
         raise ValueError(f"no ONNX recipe for {variant}")
     check(path)

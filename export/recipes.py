@@ -15,7 +15,7 @@ converter refuses (checked before converting, so the known refusals cost no time
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 FORMATS = ("tflite", "onnx")
 VARIANTS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
@@ -31,6 +31,22 @@ class Recipe:
     reason: str                    # why this recipe exists / what it is for
     refused_layers: tuple[str, ...] = ()   # Keras layer classes the converter refuses for it
     refusal: str = ""              # the reason given when a refused layer is present
+    # Keras layers this recipe leaves in float inside an otherwise integer model (selective
+    # quantization: `export --keep-float-layers`, e.g. the layers verify found most sensitive).
+    float_layers: tuple[str, ...] = ()
+
+    def keeping_float(self, layers) -> Recipe:
+        """This recipe with `layers` left in float; only the full-integer recipes have float to keep."""
+        if not layers or self.variant != "int8":
+            return self
+        return replace(self, float_layers=tuple(layers))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Recipe:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 RECIPES: dict[tuple[str, str], Recipe] = {(r.format, r.variant): r for r in (

@@ -351,11 +351,11 @@ def describe(model: str | Path | bytes) -> dict:
             "op_records": records, "ops": dict(sorted(histogram.items()))}
 
 
-def export_variant(variant: str, model, metadata: dict, request: dict, calibration, staging: Path,
+def export_variant(recipe, model, metadata: dict, request: dict, calibration, staging: Path,
                    cache: dict) -> Path:
-    """The format interface (export/formats.py): write `variant` of `model` into `staging`, return the file."""
-    data = convert(model, variant, calibration=calibration, int8_io=request["int8_io"], metadata=metadata,
-                   keep_float_layers=request.get("keep_float_layers"))
+    """The format interface (export/formats.py): write `recipe` of `model` into `staging`, return the file."""
+    data = convert(model, recipe.variant, calibration=calibration, int8_io=request["int8_io"], metadata=metadata,
+                   keep_float_layers=list(recipe.float_layers))
     path = staging / FILE_NAME
     path.write_bytes(data)
     return path

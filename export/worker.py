@@ -69,10 +69,11 @@ def _parity(reference, got, output_names: list[str], file_outputs: list[dict]) -
     return float(np.max(np.abs(np.asarray(reference, np.float32) - np.asarray(got, np.float32))))
 
 
-def export_variant(fmt: str, variant, model, metadata, request, calibration, check_x, reference, staging, cache):
-    """Convert one variant through its format module, then prove the file runs in the edge runtime."""
+def export_variant(recipe, model, metadata, request, calibration, check_x, reference, staging, cache):
+    """Convert one recipe through its format module, then prove the file runs in the edge runtime."""
+    fmt = recipe.format
     module = formats.module(fmt)
-    path = module.export_variant(variant, model, metadata, request, calibration, staging, cache)
+    path = module.export_variant(recipe, model, metadata, request, calibration, staging, cache)
     details = module.describe(path)
     try:  # the file must run in the edge runtime, not only convert
         got = module.run(path, check_x) if check_x is not None else None
@@ -81,7 +82,7 @@ def export_variant(fmt: str, variant, model, metadata, request, calibration, che
     from edgekit.export.tflite import io_names
 
     details["max_abs_err_vs_keras"] = _parity(reference, got, io_names(model, metadata)[1], details["outputs"])
-    details["converter_path"] = module.conversion_path(model, variant)
+    details["converter_path"] = module.conversion_path(model, recipe.variant)
     return path, details
 
 
@@ -113,7 +114,7 @@ def main(argv: list[str]) -> int:
         start = time.perf_counter()
         staging = Path(request["staging"]) / variant
         staging.mkdir(parents=True, exist_ok=True)
-        recipe = recipes.RECIPES[(request["format"], variant)]
+        recipe = recipes.Recipe.from_json(request["recipes"][variant])
         done = {"event": "done", "variant": variant, "status": "ok", "reason": "", "file": None,
                 "details": None}
         try:
@@ -121,8 +122,8 @@ def main(argv: list[str]) -> int:
             if refusal:
                 done.update(status="skipped", reason=refusal)
             else:
-                path, details = export_variant(request["format"], variant, model, metadata, request,
-                                               calibration, check_x, reference, staging, cache)
+                path, details = export_variant(recipe, model, metadata, request, calibration, check_x,
+                                               reference, staging, cache)
                 done.update(file=str(path), details=details)
         except tflite.ConverterRefused as exc:
             done.update(status="skipped", reason=f"converter refused {variant}: {exc}")

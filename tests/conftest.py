@@ -26,10 +26,43 @@ pytest_plugins = ["bundles"]
 TRAINING_FIXTURES = {"rt_bundles", "trained_dir", "exports", "exported_dir", "tiny"}
 
 
+# `make test` runs on two pytest-xdist workers (--dist loadgroup). Tests sharing an expensive fixture
+# must run in one worker, or each worker would train and convert it again: fixture -> group.
+SHARED_FIXTURE_GROUPS = {"trained_dir": "models", "exports": "models", "exported_dir": "models",
+                         "rt_bundles": "rt-bundles", "device_bundles": "device-bundles"}
+# Handed out first (biggest first, with --no-loadscope-reorder), so that neither ends the run alone.
+FIRST_GROUPS = ("test_zoo.py", "models")
+
+
+def _group(item) -> str | None:
+    names = set(getattr(item, "fixturenames", ()))
+    for fixture, group in SHARED_FIXTURE_GROUPS.items():
+        if fixture in names:
+            return group
+    # A module-scoped fixture is built once per worker that runs one of the module's tests.
+    info = getattr(item, "_fixtureinfo", None)
+    for name in names:
+        defs = info.name2fixturedefs.get(name) if info else None
+        if defs and defs[-1].scope == "module":
+            return item.path.name
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the group marks into node ids
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        group = _group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+    def rank(item):  # the first groups, then the other slow tests, then the quick ones
+        group = _group(item)
+        return (FIRST_GROUPS.index(group) if group in FIRST_GROUPS else len(FIRST_GROUPS),
+                item.get_closest_marker("slow") is None)
+
+    items.sort(key=rank)  # stable: the file order within each rank
 
 
 def _dataset(relative: str) -> Path:

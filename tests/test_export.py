@@ -258,6 +258,10 @@ def test_int8_io_and_keep_float_layers(export_model_dir, tmp_path):
     results = export_model(export_model_dir("speech"), tmp_path / "keep", formats=("tflite", "onnx"),
                            variants=("int8",), keep_float_layers=["probs"])
     assert all(r.ok for r in results), [r.reason for r in results]
+    for result in results:  # the recipe in the manifest says what it left in float
+        manifest = json.loads((result.bundle / "manifest.json").read_text())
+        assert manifest["recipe"] == "static_wi8_ai8" if result.format == "tflite" else "qdq_wi8_ai8"
+        assert manifest["float_layers"] == ["probs"] and "keep_float_layers" not in manifest["export"]
     info = tflite.describe(results[0].bundle / "model.tflite")
     assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in info["ops"]
     dtypes = {r["op"]: r["dtypes"][0] for r in info["op_records"]}
