@@ -177,53 +177,26 @@ def check(name: str, bundles: list[str], golden: str | None = None, samples: int
         raise UserError(f"device {name!r} cannot be emulated: "
                         f"{profile.get('notes') or 'no qemu settings in its profile'}")
     runnable = [(b, m) for b, m in items if profiles.backend_for(profile, m["format"])]
-    emulator = None
-    if runnable and not native:
-        emulator = emulation.Emulator(profile)
+    emulator = emulation.Emulator(profile) if runnable and not native else None
     setup_s = time.perf_counter() - start
     results = []
     inputs_cache: dict = {}
     with tempfile.TemporaryDirectory(prefix="edgekit-check-") as tmp:
         stage = stage_runtime(Path(tmp) / "stage")
         for i, (bundle, manifest) in enumerate(items):
-            label = bundle.name
             backend = profiles.backend_for(profile, manifest["format"])
             if backend is None:
-                results.append({"bundle": label, "path": str(bundle), "status": "skipped",
+                results.append({"bundle": bundle.name, "path": str(bundle), "status": "skipped",
                                 "passed": None, "reason": f"no {manifest['format']} backend has a wheel "
                                 f"for {profile['arch']} ({', '.join(profile['backends'])} only)"})
-                log(f"  SKIP {label}: {results[-1]['reason']}")
+                log(f"  SKIP {bundle.name}: {results[-1]['reason']}")
                 continue
-            t0 = time.perf_counter()
             golden_path = Path(tmp) / f"golden-{i}.npz"
             source = make_golden(bundle, manifest, samples, stage, golden_path, golden, inputs_cache)
-            argv = golden_argv(str(bundle), str(golden_path), profile["default_threads"], profile["name"])
-            if emulator is not None:
-                cmd, env = emulator.argv(argv), emulator.env([stage])
-            else:
-                env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-                cmd, env["PYTHONPATH"] = [sys.executable, *argv], str(stage)
-            log(f"  running {label} on {profile['name']} ({profile['qemu']['cpu'] if emulator else 'native'})")
-            try:
-                proc = subprocess.run(cmd, cwd=stage, env=env, capture_output=True, text=True,
-                                      timeout=DEVICE_TIMEOUT_S)
-                out, rc, err = proc.stdout, proc.returncode, proc.stderr
-            except subprocess.TimeoutExpired:
-                out, rc, err = "", 124, f"timed out after {DEVICE_TIMEOUT_S} s"
-            data = parse_json_output(out) or {}
-            result = {"bundle": label, "path": str(bundle), **source}
-            if "passed" in data:
-                result.update({k: v for k, v in data.items() if k != "bundle"})
-                result["status"] = "pass" if data["passed"] else "fail"
-            else:
-                detail = data.get("error") or _crash_reason(rc, err)
-                result.update(status="error", passed=False, error=detail)
-            result["check_seconds"] = round(time.perf_counter() - t0, 2)
-            result["timing"] = EMULATED_NOTE if emulator else "native host run"
-            results.append(result)
-            log("  " + format_result(result))
+            results.append(_run_on_device(profile, emulator, bundle, golden_path, stage, source))
+            log("  " + format_result(results[-1]))
     checked = [r for r in results if r["status"] != "skipped"]
-    summary = {
+    return {
         "device": profile["name"], "title": profile["title"],
         "emulation": ({"qemu": emulator.qemu, "cpu": emulator.cpu, "sysroot": str(emulator.sysroot),
                        "site": str(emulator.site), "note": EMULATED_NOTE} if emulator else None),
@@ -231,7 +204,34 @@ def check(name: str, bundles: list[str], golden: str | None = None, samples: int
         "passed": bool(checked) and all(r["passed"] for r in checked),
         "checked": len(checked), "skipped": len(results) - len(checked),
     }
-    return summary
+
+
+def _run_on_device(profile: dict, emulator, bundle: Path, golden_path: Path, stage: Path, source: dict) -> dict:
+    """Run `python -m edgekit.runtime golden` on the (emulated or native) device; its verdict as a result."""
+    t0 = time.perf_counter()
+    argv = golden_argv(str(bundle), str(golden_path), profile["default_threads"], profile["name"])
+    if emulator is not None:
+        cmd, env = emulator.argv(argv), emulator.env([stage])
+    else:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        cmd, env["PYTHONPATH"] = [sys.executable, *argv], str(stage)
+    log(f"  running {bundle.name} on {profile['name']} ({profile['qemu']['cpu'] if emulator else 'native'})")
+    try:
+        proc = subprocess.run(cmd, cwd=stage, env=env, capture_output=True, text=True, timeout=DEVICE_TIMEOUT_S)
+        out, rc, err = proc.stdout, proc.returncode, proc.stderr
+    except subprocess.TimeoutExpired:
+        out, rc, err = "", 124, f"timed out after {DEVICE_TIMEOUT_S} s"
+    data = parse_json_output(out) or {}
+    result = {"bundle": bundle.name, "path": str(bundle), **source}
+    if "passed" in data:
+        result.update({k: v for k, v in data.items() if k != "bundle"})
+        result["status"] = "pass" if data["passed"] else "fail"
+    else:
+        detail = data.get("error") or _crash_reason(rc, err)
+        result.update(status="error", passed=False, error=detail)
+    result["check_seconds"] = round(time.perf_counter() - t0, 2)
+    result["timing"] = EMULATED_NOTE if emulator else "native host run"
+    return result
 
 
 def _crash_reason(rc: int, stderr: str) -> str:

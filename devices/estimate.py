@@ -255,12 +255,12 @@ def _peak_live(spans: dict[int, tuple[list[int], int]]) -> int:
 
 # Counting: ONNX --------------------------------------------------------------------------------------
 
-def count_onnx(path: str | Path) -> GraphWork:
-    """Ops, MACs, bytes and memory of an .onnx file (onnx shape inference; symbolic dims taken as 1)."""
+def _read_onnx(path: Path):
+    """The graph of an .onnx file with its shapes inferred (symbolic dims taken as 1), every tensor's
+    (shape, dtype), and those of its constants (initializers and Constant nodes)."""
     import onnx
     from onnx import numpy_helper, shape_inference
 
-    path = Path(path)
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # noqa: BLE001 - protobuf raises many kinds
@@ -290,6 +290,13 @@ def count_onnx(path: str | Path) -> GraphWork:
                     arr = numpy_helper.to_array(attr.t)
                     constant[node.output[0]] = (list(arr.shape), arr.dtype)
     info.update(constant)
+    return graph, info, constant
+
+
+def count_onnx(path: str | Path) -> GraphWork:
+    """Ops, MACs, bytes and memory of an .onnx file (onnx shape inference; symbolic dims taken as 1)."""
+    path = Path(path)
+    graph, info, constant = _read_onnx(path)
     produced_by = {out: node for node in graph.node for out in node.output}
     # QDQ: a DequantizeLinear of a constant is a weight (onnxruntime folds it into the consumer); one
     # of an activation is fused into its consumer, which then computes in int8.

@@ -126,22 +126,30 @@ def measure(bundle: str | Path, runs: int = 100, warmup: int = 10, threads: int 
         log("  cold start in a fresh process ...")
         result.update(cold_start(bundle, backend, threads))
     if compare_keras:
-        # Keras gets the float input (what the int8 model quantizes internally).
         # Keras gets the float input (what the int8 model quantizes internally); a several-input
         # model's inputs by name (the bundle's input names are the Keras model's).
         result.update(_keras_timings(compare_keras, x, runs, warmup, allow_unsafe))
         result["peak_rss_with_keras_mb"] = peak_rss_mb()
+    _add_ratios(result)
+    result["targets"] = targets(result)
+    return result
+
+
+def _add_ratios(result: dict) -> None:
+    """The p50 of each timed path as `*_ms`, and the ratios measured side by side in this run."""
     for key in ("runtime", "bare_invoke", "keras_predict", "keras_call", "baseline"):
         if key in result:
             result[f"{key}_ms"] = result[key]["p50"]
-    result["runtime_over_bare"] = round(result["runtime_ms"] / max(result["bare_invoke_ms"], 1e-9), 3)
+
+    def ratio(a: str, b: str, digits: int) -> float:
+        return round(result[a] / max(result[b], 1e-9), digits)
+
+    result["runtime_over_bare"] = ratio("runtime_ms", "bare_invoke_ms", 3)
     if "keras_predict_ms" in result:
-        result["keras_predict_over_runtime"] = round(result["keras_predict_ms"] / max(result["runtime_ms"], 1e-9), 1)
-        result["keras_call_over_runtime"] = round(result["keras_call_ms"] / max(result["runtime_ms"], 1e-9), 1)
+        result["keras_predict_over_runtime"] = ratio("keras_predict_ms", "runtime_ms", 1)
+        result["keras_call_over_runtime"] = ratio("keras_call_ms", "runtime_ms", 1)
     if "baseline_ms" in result:
-        result["speedup_vs_baseline"] = round(result["baseline_ms"] / max(result["runtime_ms"], 1e-9), 2)
-    result["targets"] = targets(result)
-    return result
+        result["speedup_vs_baseline"] = ratio("baseline_ms", "runtime_ms", 2)
 
 
 # The issue's targets for the image model, evaluated on this run's own side-by-side numbers.

@@ -222,6 +222,9 @@ def _add_pipeline(sub) -> None:
     p.add_argument("--readme", metavar="FILE",
                    help="also replace the results table between the <!-- results:start/end --> "
                         "markers of this README")
+    p.add_argument("--device", action="append", default=[], dest="devices", metavar="NAME",
+                   help="name the bundle to ship to this device profile (latency ESTIMATE; repeatable; "
+                        "default rpi4)")
 
 
 # command -> "module:function"; each function takes the parsed args and returns an exit code.

@@ -32,12 +32,19 @@ QUICK = {"calibration_samples": 100, "max_samples": 200, "debug_samples": 16,
          "variants": ("fp32", "fp16", "int8"), "fix_steps": 3}
 DEFAULT = {"calibration_samples": 200, "max_samples": None, "debug_samples": 64, "variants": None,
            "fix_steps": None}
+# The report names the bundle to ship to each of these devices (verify/recommend.py: latency ESTIMATES
+# from the graph, no emulation, well under a second per bundle) unless --device names others.
+DEFAULT_DEVICES = ("rpi4",)
 
 
 def run(args) -> int:
     out = Path(args.out)
     settings = QUICK if args.quick else DEFAULT
     tasks = list(args.tasks)
+    devices = list(dict.fromkeys(getattr(args, "devices", None) or DEFAULT_DEVICES))
+    from edgekit.verify.recommend import check_devices
+
+    check_devices(devices)  # an unknown device name fails now, before any training
     sources = {task: _data_source(args.data_dir, task) for task in tasks}
     start = time.perf_counter()
     results, failures = [], []
@@ -45,7 +52,8 @@ def run(args) -> int:
         log(f"pipeline [{i}/{len(tasks)}] {task}: train -> export -> verify "
             f"({sources[task] or 'embedded data'})")
         try:
-            results.append(run_task(task, out, sources[task], args.seed, args.quick, settings))
+            results.append(run_task(task, out, sources[task], args.seed, args.quick, settings,
+                                    devices))
         except UserError as exc:
             failures.append(f"{task}: {exc}")
             log(f"pipeline: {task} failed: {exc}")
@@ -73,10 +81,12 @@ def _data_source(data_dir: str | None, task: str) -> Path | None:
     return path
 
 
-def run_task(task: str, out: Path, data: Path | None, seed: int, quick: bool, settings: dict) -> dict:
+def run_task(task: str, out: Path, data: Path | None, seed: int, quick: bool, settings: dict,
+             devices: list[str] | tuple[str, ...] = ()) -> dict:
     from edgekit.export import export_model
     from edgekit.train import train_model
     from edgekit.verify.core import verify_with_keras
+    from edgekit.verify.recommend import recommend
 
     model_dir = train_model(task, out / "models" / task, data=data, seed=seed, quick=quick)
     artifacts = out / "artifacts" / task
@@ -91,6 +101,8 @@ def run_task(task: str, out: Path, data: Path | None, seed: int, quick: bool, se
                          for e in exports]
     skipped = [f"{e.format}-{e.variant}: {e.reason}" for e in exports if e.status != "ok"]
     result["warnings"] += [f"not exported: {s}" for s in skipped]
+    if devices:
+        recommend(result, list(devices))
     return result
 
 

@@ -168,10 +168,42 @@ def recalibrate_batchnorm(model, x: np.ndarray, batch_size: int) -> None:
         model(x[start:start + batch_size], training=True)
 
 
-def fit(dataset: Dataset, workdir: Path, epochs: int | None, seed: int, quick: bool,
-        options: dict) -> TrainResult:
+def _pretrained_backbone(backbone: str, size: int, alpha: float, weights_option: str):
+    """The backbone with pretrained weights (a local file, or ImageNet's where available), or None
+    to train from random initialisation."""
+    if weights_option not in WEIGHT_CHOICES:
+        return _file_backbone(backbone, size, alpha, weights_option)
+    if weights_option != "none":
+        return _imagenet_backbone(backbone, size, alpha, required=weights_option == "imagenet")
+    log(f"--weights none: training {backbone} from random initialisation")
+    return None
+
+
+def _train(model, base, train_data, validation, settings: dict, epochs: int, fine_tune_epochs: int,
+           steps_per_epoch: int) -> None:
+    """Pretrained: the head on a frozen backbone, then (fine_tune_epochs > 0) everything at a low
+    rate. From random init (base None): everything from the start, on a cosine schedule."""
     import keras
 
+    def run(learning_rate, n_epochs):
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(train_data, validation_data=validation, epochs=n_epochs, verbose=2, shuffle=False)
+
+    if base is None:
+        run(keras.optimizers.schedules.CosineDecay(settings["random_learning_rate"], epochs * steps_per_epoch),
+            epochs)
+        return
+    base.trainable = False
+    run(settings["head_learning_rate"], epochs)
+    if fine_tune_epochs > 0:
+        log(f"fine-tuning all layers for {fine_tune_epochs} epochs")
+        base.trainable = True
+        run(settings["fine_tune_learning_rate"], fine_tune_epochs)
+
+
+def fit(dataset: Dataset, workdir: Path, epochs: int | None, seed: int, quick: bool,
+        options: dict) -> TrainResult:
     settings = dict(DEFAULTS, **(QUICK if quick else {}))
     backbone = options.get("backbone", "mobilenet_v2")
     size = options.get("input_size", DEFAULT_SIZE[backbone])
@@ -179,14 +211,8 @@ def fit(dataset: Dataset, workdir: Path, epochs: int | None, seed: int, quick: b
     batch_size = options.get("batch_size", settings["batch_size"])
     alpha = settings["alpha"] if backbone == "mobilenet_v2" else 1.0
     weights_option = options.get("weights", "auto")
-    base = None
-    if weights_option not in WEIGHT_CHOICES:
-        base = _file_backbone(backbone, size, alpha, weights_option)
-    elif weights_option != "none":
-        base = _imagenet_backbone(backbone, size, alpha, required=weights_option == "imagenet")
+    base = _pretrained_backbone(backbone, size, alpha, weights_option)
     pretrained = base is not None
-    if not pretrained and weights_option == "none":
-        log(f"--weights none: training {backbone} from random initialisation")
 
     (train_images, y_train), (val_images, y_val), (test_images, y_test) = (
         dataset.splits[s] for s in ("train", "val", "test"))
@@ -205,26 +231,9 @@ def fit(dataset: Dataset, workdir: Path, epochs: int | None, seed: int, quick: b
                               dropout=settings["dropout"], bn_momentum=architecture["bn_momentum"],
                               base=base)
     train_data = _augmented(x_train, y_train, batch_size, settings["shift"], seed)
-    steps = epochs * int(np.ceil(len(x_train) / batch_size))
-    if pretrained:
-        base.trainable = False
-        learning_rate = settings["head_learning_rate"]
-    else:
-        learning_rate = keras.optimizers.schedules.CosineDecay(settings["random_learning_rate"], steps)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(train_data, validation_data=(x_val, y_val), epochs=epochs, verbose=2, shuffle=False)
-
-    fine_tune_epochs = options.get("fine_tune_epochs", settings["fine_tune_epochs"])
-    if pretrained and fine_tune_epochs > 0:
-        log(f"fine-tuning all layers for {fine_tune_epochs} epochs")
-        base.trainable = True
-        model.compile(optimizer=keras.optimizers.Adam(settings["fine_tune_learning_rate"]),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        model.fit(train_data, validation_data=(x_val, y_val), epochs=fine_tune_epochs, verbose=2,
-                  shuffle=False)
-    elif not pretrained:
-        fine_tune_epochs = 0  # from random init everything trains from the start
+    fine_tune_epochs = options.get("fine_tune_epochs", settings["fine_tune_epochs"]) if pretrained else 0
+    _train(model, base, train_data, (x_val, y_val), settings, epochs, fine_tune_epochs,
+           steps_per_epoch=int(np.ceil(len(x_train) / batch_size)))
     if not pretrained:
         recalibrate_batchnorm(model, x_train, batch_size)
 
