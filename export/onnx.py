@@ -140,15 +140,20 @@ def _rename_graph_io(proto, input_names: list[str], output_names: list[str]) -> 
 
 
 def quantize_int8(fp32_path: str | Path, path: str | Path, calibration: np.ndarray,
-                  layer_names: set[str] | None = None, keep_float_layers: list[str] | None = None) -> None:
+                  layer_names: set[str] | None = None, keep_float_layers: list[str] | None = None, *,
+                  keep_float_nodes: list[str] | None = None, calibration_method: str = "MinMax") -> None:
     """Static QDQ int8 quantization of the float ONNX file at `fp32_path` into `path` (after
-    onnxruntime's pre-processing; `keep_float_layers` is matched on the pre-processed graph's nodes)."""
+    onnxruntime's pre-processing; `keep_float_layers` is matched on the pre-processed graph's nodes).
+    The one place edgekit quantizes ONNX: verify's fix search (verify/fix.py) calls it too, with
+    `keep_float_nodes` (ONNX node names, or the tensors they produce, left in float) and another
+    `calibration_method` (onnxruntime's CalibrationMethod name: MinMax, Percentile, Entropy)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         _prepare_for_quantization(fp32_path, prepared)
-        _quantize_prepared(prepared, path, calibration, layer_names, keep_float_layers)
+        _quantize_prepared(prepared, path, calibration, layer_names, keep_float_layers,
+                           keep_float_nodes or [], calibration_method)
 
 
 def _prepare_for_quantization(fp32_path: str | Path, path: str | Path) -> None:
@@ -165,9 +170,16 @@ def _prepare_for_quantization(fp32_path: str | Path, path: str | Path) -> None:
 
 
 def _quantize_prepared(fp32_path: Path, path: str | Path, calibration, layer_names: set[str] | None,
-                       keep_float_layers: list[str] | None) -> None:
+                       keep_float_layers: list[str] | None, keep_float_nodes: list[str],
+                       calibration_method: str) -> None:
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     proto = onnx.load(str(fp32_path))
     initializers = {i.name for i in proto.graph.initializer}
@@ -179,6 +191,10 @@ def _quantize_prepared(fp32_path: Path, path: str | Path, calibration, layer_nam
                    if wanted.intersection(layers_of([node.name, *node.output], layer_names or wanted))]
         if not exclude:
             raise ValueError(f"keep_float_layers: no ONNX nodes found for {', '.join(keep_float_layers)}")
+    if keep_float_nodes:
+        wanted = set(keep_float_nodes)
+        exclude += [node.name for node in proto.graph.node
+                    if node.name not in exclude and wanted.intersection([node.name, *node.output])]
     arrays = _input_arrays(calibration, [v.name for v in graph_inputs])
     arrays = [a.astype(_value_dtype(v)) for a, v in zip(arrays, graph_inputs)]
 
@@ -198,7 +214,8 @@ def _quantize_prepared(fp32_path: Path, path: str | Path, calibration, layer_nam
     # with 7-bit weights the same file computes the same thing on both.
     quantize_static(str(fp32_path), str(path), Calibration(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    reduce_range=True, nodes_to_exclude=exclude)
+                    reduce_range=True, nodes_to_exclude=exclude,
+                    calibrate_method=getattr(CalibrationMethod, calibration_method))
 
 
 def _input_arrays(x, names: list[str]) -> list[np.ndarray]:

@@ -30,8 +30,9 @@ TRAINING_FIXTURES = {"rt_bundles", "trained_dir", "exports", "exported_dir", "ti
 # must run in one worker, or each worker would train and convert it again: fixture -> group.
 SHARED_FIXTURE_GROUPS = {"trained_dir": "models", "exports": "models", "exported_dir": "models",
                          "rt_bundles": "rt-bundles", "device_bundles": "device-bundles"}
-# Handed out first (biggest first, with --no-loadscope-reorder), so that neither ends the run alone.
-FIRST_GROUPS = ("test_zoo.py", "models")
+# Handed out first (with --no-loadscope-reorder), so that neither ends the run alone: the real-data
+# models (one unit, the longest), then the architecture zoo's entries (one unit each).
+FIRST = ("models", "test_zoo.py")
 
 
 def _group(item) -> str | None:
@@ -58,9 +59,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(group))
 
     def rank(item):  # the first groups, then the other slow tests, then the quick ones
-        group = _group(item)
-        return (FIRST_GROUPS.index(group) if group in FIRST_GROUPS else len(FIRST_GROUPS),
-                item.get_closest_marker("slow") is None)
+        group = _group(item) or item.path.name
+        return (FIRST.index(group) if group in FIRST else len(FIRST), item.get_closest_marker("slow") is None)
 
     items.sort(key=rank)  # stable: the file order within each rank
 

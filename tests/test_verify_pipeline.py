@@ -26,6 +26,13 @@ def test_data_dir_must_follow_the_shared_layout(tmp_path):
     assert _data_source(None, "text") is None
 
 
+def test_unknown_device_fails_before_any_training(tmp_path, capsys):
+    code = edgekit_main(["pipeline", "--out", str(tmp_path / "out"), "--quick", "--tasks", "text",
+                         "--device", "rpi4", "--device", "no-such-board"])
+    assert code == 2 and not (tmp_path / "out").exists()
+    assert "no-such-board" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_quick_pipeline_writes_every_report(tmp_path, sms_spam):
     out = tmp_path / "demo"
@@ -37,7 +44,10 @@ def test_quick_pipeline_writes_every_report(tmp_path, sms_spam):
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
     assert report["task"] == "text" and report["artifacts"]
-    assert code == (0 if report["passed"] else 1)
+    # The quick text model passes every gate, and the report names the bundle to ship to the default device.
+    assert code == 0 and report["passed"], [a.get("reasons") for a in report["artifacts"] if not a["passed"]]
+    rpi4 = report["devices"]["rpi4"]
+    assert rpi4["recommended"] in {a["bundle"] for a in report["artifacts"] if a["passed"]}, rpi4["reason"]
     assert "| text | Keras |" in (out / "results.md").read_text()
     # The README block is replaced, the text around it kept.
     text = readme.read_text()

@@ -169,3 +169,51 @@ def test_fix_searches_the_fewest_float_layers(tiny, tmp_path):
     assert len(fixed["keep_float"]) == min(passing)
     assert all(step["passed"] == (step["psnr_db"] >= limit) for step in steps)
     assert all(not step["passed"] for step in steps if step["float_tensors"] < min(passing))
+
+
+def _small_onnx(path: Path) -> None:
+    """A float ONNX graph (Gemm -> Relu -> Gemm) with fixed random weights, built without TensorFlow."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(0, 0.5, shape).astype(np.float32), name)
+               for name, shape in (("w1", (8, 16)), ("b1", (16,)), ("w2", (16, 3)), ("b2", (3,)))]
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w1", "b1"], ["hidden"], name="dense1"),
+         helper.make_node("Relu", ["hidden"], ["relu"], name="relu1"),
+         helper.make_node("Gemm", ["relu", "w2", "b2"], ["logits"], name="dense2")],
+        "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])], initializer=weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["MinMax", "Percentile", "Entropy"])
+def test_fix_search_quantizes_onnx_through_export(tmp_path, method):
+    """verify --fix's ONNX candidates come from export/onnx.py's quantize_int8 (the one ONNX quantizer):
+    every calibration method builds, and a node named by itself or by the tensor it produces stays float."""
+    import numpy as np
+    import onnx
+
+    from edgekit.export.onnx import quantize_int8
+
+    fp32 = tmp_path / "fp32.onnx"
+    _small_onnx(fp32)
+    x = np.random.default_rng(1).normal(size=(64, 8)).astype(np.float32)
+
+    def quantized_weights(path: Path) -> set[str]:
+        """The weights that reach their Gemm through a DequantizeLinear (stored as `w1_quantized`...)."""
+        graph = onnx.load(str(path)).graph
+        return {name for n in graph.node if n.op_type == "DequantizeLinear" for name in ("w1", "w2")
+                if n.input[0].startswith(f"{name}_")}
+
+    quantize_int8(fp32, tmp_path / "all.onnx", x, calibration_method=method)
+    assert {"w1", "w2"} <= quantized_weights(tmp_path / "all.onnx")
+    for keep in (["dense1"], ["hidden"]):           # the node's name, or the tensor it produces
+        out = tmp_path / f"keep-{keep[0]}.onnx"
+        quantize_int8(fp32, out, x, keep_float_nodes=keep, calibration_method=method)
+        assert "w1" not in quantized_weights(out) and "w2" in quantized_weights(out)

@@ -305,9 +305,11 @@ def _measure(reference, got, y, size, problems, ops, seconds) -> dict:
             "size": int(size), "seconds": round(seconds, 1)}
 
 
-def cli_check(entry: Entry, workdir: Path, variants: tuple[str, ...] = ("fp32", "int8")) -> dict:
+def cli_check(entry: Entry, workdir: Path, variants: tuple[str, ...] = ("fp32", "int8"),
+              device: str | None = "rpi4") -> dict:
     """The user's path, with the CLI alone: `edgekit export MODEL.keras --calibration`, then
-    `edgekit verify MODEL ARTIFACTS --data samples.npz` and `edgekit predict BUNDLE x.npy|npz`.
+    `edgekit verify MODEL ARTIFACTS --data samples.npz`, `edgekit predict BUNDLE x.npy|npz` and
+    `edgekit devices check DEVICE BUNDLE` (the int8 TFLite bundle on the emulated device).
     Returns each command's exit code and last output line, and the predicted classes of the int8
     TFLite bundle next to Keras' on three samples."""
     import keras
@@ -332,6 +334,9 @@ def cli_check(entry: Entry, workdir: Path, variants: tuple[str, ...] = ("fp32", 
     else:
         np.save(sample, few)
     steps["predict"] = [*edgekit, "predict", str(art / f"{entry.name}-tflite-int8"), str(sample), "--json"]
+    if device:
+        steps["devices"] = [*edgekit, "devices", "check", device, str(art / f"{entry.name}-tflite-int8"),
+                            "--json", str(workdir / f"devices-{device}.json")]
     report: dict = {}
     for step, command in steps.items():
         done = subprocess.run(command, capture_output=True, text=True, cwd=workdir)
@@ -486,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-keras-litert", action="store_true", help="skip Keras' own export")
     parser.add_argument("--cached-only", action="store_true",
                         help="table of the entries already run in --out (run nothing)")
+    parser.add_argument("--cli", action="store_true",
+                        help="also put each entry through the CLI alone: export, verify, predict, devices check rpi4")
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else list(ENTRIES)
     try:
@@ -495,6 +502,13 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         return 3
     table = markdown_table(results)
+    if args.cli:
+        for result in results:
+            if result.name in ENTRIES and not ENTRIES[result.name].expect_refusal:
+                report = cli_check(ENTRIES[result.name], Path(args.out) / result.name)
+                codes = ", ".join(f"{step} {r['code']}" for step, r in report.items() if isinstance(r, dict))
+                print(f"{result.name}: {codes}; int8 predict {report['predict'].get('classes')} vs Keras "
+                      f"{report['keras_classes']}", file=sys.stderr, flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=1, default=str))
     if args.readme:

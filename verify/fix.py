@@ -8,7 +8,7 @@ budget is spent, then bisects back to the smallest passing prefix.
 
 ONNX int8: first a better calibration (every calibration sample; percentile and entropy histograms
 instead of min/max, which one outlier can stretch), then the same growing float set, by the per-tensor
-SNR of onnxruntime's qdq_loss_debug, through `quantize_static(nodes_to_exclude=...)`.
+SNR of onnxruntime's qdq_loss_debug, through export/onnx.py's `quantize_int8` (the one ONNX quantizer).
 
 Each candidate is written to `BUNDLE-keepfloat/` beside the original and verified like any bundle;
 the last one written is the result. Its cost in size (and host latency) is reported; `cost` has an
@@ -224,11 +224,11 @@ class _OnnxCandidates:
             self.ranked, self.max_float = [], 0
             return
         table = entry.get("layers") or {}
-        producers = self._producers()
+        # The worst tensors first; keeping one in float keeps the node that produces it in float
+        # (export/onnx.py matches node outputs, so BatchNorm folded into a Conv is still found).
         rows = sorted(table.get("tensors") or [], key=lambda r: _lowest_first(r.get("local_snr_db"), r.get("snr_db")))
-        ranked = [producers.get(row["tensor"]) for row in rows]
-        self.ranked = list(dict.fromkeys(n for n in ranked if n))
-        self.max_float = max(1, int(MAX_FLOAT_FRACTION * len(producers)))
+        self.ranked = list(dict.fromkeys(row["tensor"] for row in rows if row.get("tensor")))
+        self.max_float = max(1, int(MAX_FLOAT_FRACTION * self._node_count()))
 
     def _float_model(self) -> Path | None:
         for sibling in Path(self.entry["path"]).parent.iterdir():
@@ -238,11 +238,10 @@ class _OnnxCandidates:
                 return sibling / str(manifest.get("model_file", "model.onnx"))
         return None
 
-    def _producers(self) -> dict[str, str]:
+    def _node_count(self) -> int:
         import onnx
 
-        graph = onnx.load(str(self.float_model)).graph
-        return {out: node.name for node in graph.node for out in node.output}
+        return len(onnx.load(str(self.float_model)).graph.node)
 
     def write(self, target: Path, calibration: str, keep: list[str]) -> None:
         original = Path(self.entry["path"])
@@ -250,12 +249,14 @@ class _OnnxCandidates:
         x = _calibration(self.ctx.model_dir)
 
         def build(path: Path) -> dict:
-            quantize_onnx(self.float_model, path, x, calibration, keep)
+            from edgekit.export.onnx import quantize_int8
+
+            quantize_int8(self.float_model, path, x, keep_float_nodes=keep, calibration_method=calibration)
             return {}
 
         _write_bundle(original, target, model_name, build, f"+{calibration.lower()}"
                       + ("+float_nodes" if keep else ""),
-                      {"calibration_method": calibration, "keep_float_nodes": keep,
+                      {"calibration_method": calibration, "keep_float_tensors": keep,
                        "calibration_samples": len(x)})
 
 
@@ -266,34 +267,3 @@ def _lowest_first(*values) -> float:
 def _calibration(model_dir: Path) -> np.ndarray:
     with np.load(Path(model_dir) / "calibration.npz", allow_pickle=False) as data:
         return data["x"]
-
-
-def quantize_onnx(float_model: Path, out: Path, x: np.ndarray, method: str, exclude: list[str]) -> None:
-    """Static QDQ int8 as export/onnx.py makes it (per-channel int8 weights and activations), with a
-    chosen calibration method and some nodes left in float."""
-    import onnx
-    from onnx.helper import tensor_dtype_to_np_dtype
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    proto = onnx.load(str(float_model))
-    name = proto.graph.input[0].name
-    dtype = tensor_dtype_to_np_dtype(proto.graph.input[0].type.tensor_type.elem_type)
-
-    class Rows(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter(np.asarray(x, dtype=dtype))
-
-        def get_next(self):
-            row = next(self.items, None)
-            return None if row is None else {name: row[None]}
-
-    quantize_static(str(float_model), str(out), Rows(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    reduce_range=True,  # as export/onnx.py: x86's int8 kernels saturate on full-range weights
-                    nodes_to_exclude=list(exclude), calibrate_method=getattr(CalibrationMethod, method))
