@@ -28,10 +28,13 @@ DATA_LAYOUT = {"text": "sms_spam/sms_spam.tsv", "image": "cifar10_small", "speec
 # conversion costs 8-20 s, and dynamic / int16x8 prove nothing that int8 does not (the full run keeps them).
 # The fix search (verify/fix.py) re-quantizes a failing int8 bundle once per step (a TFLite step is a
 # child process, 10-30 s): quick allows 3 steps, the full run verify's default.
+# The per-layer int8 error tables (a TFLite QuantizationDebugger child process, 15-25 s per model) are
+# what the fix search ranks layers by; quick computes them only when an int8 bundle failed its gate
+# (then verifies again with them), the full run always (they are in the report).
 QUICK = {"calibration_samples": 100, "max_samples": 200, "debug_samples": 16,
-         "variants": ("fp32", "fp16", "int8"), "fix_steps": 3}
+         "variants": ("fp32", "fp16", "int8"), "fix_steps": 3, "layers_when": "failed"}
 DEFAULT = {"calibration_samples": 200, "max_samples": None, "debug_samples": 64, "variants": None,
-           "fix_steps": None}
+           "fix_steps": None, "layers_when": "always"}
 # The report names the bundle to ship to each of these devices (verify/recommend.py: latency ESTIMATES
 # from the graph, no emulation, well under a second per bundle) unless --device names others.
 DEFAULT_DEVICES = ("rpi4",)
@@ -94,8 +97,16 @@ def run_task(task: str, out: Path, data: Path | None, seed: int, quick: bool, se
     exports = export_model(model_dir, artifacts, calibration_samples=settings["calibration_samples"], **variants)
     # The fix search runs by default: a failing int8 bundle gets its cheapest passing replacement.
     fix_steps = {"fix_steps": settings["fix_steps"]} if settings.get("fix_steps") else {}
-    result = verify_with_keras(model_dir, artifacts, max_samples=settings["max_samples"],
-                               debug_samples=settings["debug_samples"], fix=True, **fix_steps)
+    verify = dict(max_samples=settings["max_samples"], debug_samples=settings["debug_samples"], **fix_steps)
+    result = None
+    if settings.get("layers_when") == "failed":
+        result = verify_with_keras(model_dir, artifacts, layer_debug=False, **verify)
+        if _int8_failed(result):
+            log(f"pipeline: {task}: an int8 bundle failed its gate: verifying again with per-layer "
+                "errors, and searching for a fix")
+            result = None
+    if result is None:
+        result = verify_with_keras(model_dir, artifacts, fix=True, **verify)
     result["exports"] = [{"bundle": e.bundle and Path(e.bundle).name, "format": e.format,
                           "variant": e.variant, "status": e.status, "reason": e.reason}
                          for e in exports]
@@ -104,6 +115,10 @@ def run_task(task: str, out: Path, data: Path | None, seed: int, quick: bool, se
     if devices:
         recommend(result, list(devices))
     return result
+
+
+def _int8_failed(result: dict) -> bool:
+    return any(e.get("variant") == "int8" and not e.get("passed") for e in result["artifacts"])
 
 
 def results_table(results: list[dict]) -> str:

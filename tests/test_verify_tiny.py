@@ -153,7 +153,7 @@ def test_fix_searches_the_fewest_float_layers(tiny, tmp_path):
     assert original["fix"]["bundle"] == fixed["bundle"] == "blobs-tflite-int8-keepfloat"
     assert set(fixed["cost"]) == {"size_bytes", "latency_ms", "size_ratio", "estimated_latency_ms"}
     manifest = json.loads((artifacts / fixed["bundle"] / "manifest.json").read_text())
-    assert manifest["export"]["keep_float_layers"] == fixed["keep_float"]
+    assert manifest["float_tensors"] == fixed["keep_float"] and manifest["recipe"].endswith("+float_layers")
     assert manifest["size_bytes"] == (artifacts / fixed["bundle"] / "model.tflite").stat().st_size
     assert all(step["size_bytes"] > 0 for step in steps)        # each step reports its cost
 

@@ -111,18 +111,18 @@ def _search(entry: dict, ctx: FixContext, candidates) -> dict | None:
 
     passed_at = None
     for method in candidates.calibrations:           # 1. calibration only: costs no size
-        if len(steps) < ctx.max_steps and attempt(method, 0):
+        if len(steps) < candidates.max_steps and attempt(method, 0):
             passed_at = 0
             break
-    calibration = max(built, key=lambda r: r.get("agreement") or 0)["calibration"] if built \
+    calibration = max(built, key=lambda r: (r.get("agreement") or 0, r.get("psnr_db") or 0))["calibration"] if built \
         else candidates.calibrations[0]
     count, failed_at = 1, 0
-    while passed_at is None and len(steps) < ctx.max_steps and failed_at < candidates.max_float:
+    while passed_at is None and len(steps) < candidates.max_steps and failed_at < candidates.max_float:
         if attempt(calibration, count):              # 2. grow the float set by doubling
             passed_at = count
         else:
             failed_at, count = count, min(count * 2, candidates.max_float)
-    while passed_at and passed_at - failed_at > 1 and len(steps) < ctx.max_steps:
+    while passed_at and passed_at - failed_at > 1 and len(steps) < candidates.max_steps:
         middle = (passed_at + failed_at) // 2        # 3. bisect back to the smallest passing prefix
         if attempt(calibration, middle):
             passed_at = middle
@@ -138,7 +138,7 @@ _STEP_KEYS = ("passed", "reasons", "agreement", "accuracy_delta", "psnr_db", "si
 
 def _final_entry(entry: dict, target: Path, steps: list[dict], built: list[dict], candidates) -> dict | None:
     """The entry of the bundle left on disk (the last one built), with the search that led to it."""
-    search = {"steps": steps, "budget_steps": candidates.ctx.max_steps, "max_float_tensors": candidates.max_float,
+    search = {"steps": steps, "budget_steps": candidates.max_steps, "max_float_tensors": candidates.max_float,
               "ranked_by": candidates.ranked_by,
               # when none passed: the step that came closest (highest agreement), to rerun by hand
               "best_step": max(range(len(steps)), key=lambda i: steps[i].get("agreement") or 0) if steps else None}
@@ -167,8 +167,10 @@ def _cost(before: dict, after: dict) -> dict:
 
 
 def _write_bundle(original: Path, target: Path, model_name: str, build: Callable[[Path], dict],
-                  recipe_suffix: str, export_updates: dict) -> None:
-    """Copy `original` to `target` with a new model file made by `build(path) -> {"ops": ...}`."""
+                  recipe_suffix: str, float_tensors: list[str], export_updates: dict) -> None:
+    """Copy `original` to `target` with a new model file made by `build(path) -> {"ops": ...}`. The
+    manifest's recipe says what changed: its name gets `recipe_suffix`, and `float_tensors` lists the
+    tensors (TFLite) or nodes (ONNX) the search left in float."""
     manifest = read_manifest(original)
     with atomic_dir(target) as tmp:
         shutil.copytree(original, tmp, dirs_exist_ok=True,
@@ -176,7 +178,7 @@ def _write_bundle(original: Path, target: Path, model_name: str, build: Callable
         outcome = build(tmp / model_name)
         manifest.update(sha256=sha256_file(tmp / model_name), size_bytes=(tmp / model_name).stat().st_size,
                         recipe=f"{manifest.get('recipe') or 'static_wi8_ai8'}{recipe_suffix}",
-                        created=now_iso())
+                        float_tensors=list(float_tensors), created=now_iso())
         if outcome.get("ops"):
             manifest["ops"] = outcome["ops"]
         manifest.setdefault("export", {}).update(export_updates)
@@ -189,6 +191,7 @@ class _TfliteCandidates:
 
     def __init__(self, entry: dict, ctx: FixContext):
         self.entry, self.ctx = entry, ctx
+        self.max_steps = ctx.max_steps
         table = entry.get("layers") or {}
         self.ranked = [row["tensor"] for row in table.get("tensors") or []]
         self.skipped = None if self.ranked else table.get("skipped", "no per-layer table")
@@ -206,7 +209,7 @@ class _TfliteCandidates:
             return outcome
 
         _write_bundle(original, target, model_name, build, "+float_layers" if keep else "+recalibrated",
-                      {"keep_float_layers": keep})
+                      keep, {})
 
 
 class _OnnxCandidates:
@@ -217,6 +220,9 @@ class _OnnxCandidates:
 
     def __init__(self, entry: dict, ctx: FixContext):
         self.entry, self.ctx = entry, ctx
+        # An ONNX step runs in-process in about a second: a small budget meant for TFLite's child
+        # processes (the pipeline's --quick) does not cut the ONNX search short.
+        self.max_steps = max(ctx.max_steps, MAX_STEPS)
         self.skipped = None
         self.float_model = self._float_model()
         if self.float_model is None:
@@ -255,9 +261,8 @@ class _OnnxCandidates:
             return {}
 
         _write_bundle(original, target, model_name, build, f"+{calibration.lower()}"
-                      + ("+float_nodes" if keep else ""),
-                      {"calibration_method": calibration, "keep_float_tensors": keep,
-                       "calibration_samples": len(x)})
+                      + ("+float_nodes" if keep else ""), keep,
+                      {"calibration_method": calibration, "calibration_samples": len(x)})
 
 
 def _lowest_first(*values) -> float:
