@@ -114,9 +114,10 @@ def test_image_bundle_metadata_and_phone_check(exported_dir, trained_dir):
     """The default image export: model.tflite carries MediaPipe metadata written from the manifest
     (read back with MediaPipe's reader), the manifest's sha256 covers it, and MediaPipe's
     ImageClassifier gives edgekit's labels on >= 98% of held-out photos at three sizes (fp32: the
-    preprocessing is identical). int8 is measured, not gated at 98%: LiteRT's int8 kernels round
-    differently between builds (MediaPipe 0.10.21's vs ai-edge-litert 2.3's: 91% agreement on the
-    quick model; LiteRT's own reference kernels vs its optimized ones: 89%)."""
+    preprocessing is identical). int8 is judged against its kernel-noise floor: on this briefly trained,
+    40%-accurate model, LiteRT's own XNNPACK and builtin int8 kernels agree on only ~90% of photos
+    (MediaPipe 0.10.21 vs ai-edge-litert 2.3: 90.5%), so MediaPipe may disagree no more than that, and
+    a failing int8 bundle must say it is rounding, not preprocessing."""
     from edgekit import runtime
     from edgekit.core import sha256_file
     from edgekit.devices import phone
@@ -148,7 +149,13 @@ def test_image_bundle_metadata_and_phone_check(exported_dir, trained_dir):
     assert set(fp32["sizes"]) == {"original", "640x480", "1200x900"}
     assert fp32["overall"]["agreement_keras"] is not None
     assert fp32["passed"] and fp32["overall"]["agreement_edgekit"] >= phone.MIN_AGREEMENT
-    assert int8["overall"]["agreement_edgekit"] >= 0.8  # measured 0.91 (600 photos), 0.75 before the resize fix
+    assert fp32["overall"]["agreement_other_kernels"] is None  # float: no kernel rounding to measure
+    floor = int8["overall"]["agreement_other_kernels"]
+    # 180 photos: a few points either way are sampling noise (measured: 0.900 vs a floor of 0.938 on 240
+    # photos, 0.905 vs 0.905 on 200); the preprocessing gap this guards against cost 0.16 (0.75 before
+    # the resize fix, against the same floor).
+    assert int8["overall"]["agreement_edgekit"] >= floor - 0.08, (int8["overall"], floor)
+    assert int8["passed"] or "int8 rounding, not preprocessing" in int8["reason"]
 
 
 def test_phone_check_fails_an_image_bundle_without_metadata(tmp_path, capsys):
