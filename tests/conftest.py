@@ -30,9 +30,10 @@ TRAINING_FIXTURES = {"rt_bundles", "trained_dir", "exports", "exported_dir", "ti
 # must run in one worker, or each worker would train and convert it again: fixture -> group.
 SHARED_FIXTURE_GROUPS = {"trained_dir": "models", "exports": "models", "exported_dir": "models",
                          "rt_bundles": "rt-bundles", "device_bundles": "device-bundles"}
-# Handed out first (with --no-loadscope-reorder), so that neither ends the run alone: the real-data
-# models (one unit, the longest), then the architecture zoo's entries (one unit each).
-FIRST = ("models", "test_zoo.py")
+# Handed out first (with --no-loadscope-reorder): the real-data models (one unit, the longest: about
+# 16 minutes of the 31 a two-worker run took), then tests by their measured `cost` mark, longest first
+# (a 7-minute test started last ends the run alone), then the other slow tests, then the quick ones.
+FIRST = ("models",)
 
 
 def _group(item) -> str | None:
@@ -58,9 +59,11 @@ def pytest_collection_modifyitems(config, items):
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
 
-    def rank(item):  # the first groups, then the other slow tests, then the quick ones
-        group = _group(item) or item.path.name
-        return (FIRST.index(group) if group in FIRST else len(FIRST), item.get_closest_marker("slow") is None)
+    def rank(item):
+        group = _group(item)
+        cost = item.get_closest_marker("cost")
+        return (FIRST.index(group) if group in FIRST else len(FIRST), -(cost.args[0] if cost else 0),
+                item.get_closest_marker("slow") is None)
 
     items.sort(key=rank)  # stable: the file order within each rank
 

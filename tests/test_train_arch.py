@@ -35,6 +35,7 @@ def test_weights_file_must_exist(tmp_path):
 
 
 @pytest.mark.slow  # trains twice (synthetic images, 32x32, one epoch each)
+@pytest.mark.cost(89)
 def test_image_training_from_a_local_backbone_weights_file(tmp_path):
     import keras
 

@@ -136,13 +136,16 @@ def test_embedded_speech_data_is_synthetic_and_learnable(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.cost(170)
 def test_embedded_image_data_is_synthetic_and_learnable(tmp_path):
     from edgekit.train import train_model
 
     out = train_model("image", out=tmp_path / "i", quick=True, weights="none")
     meta = json.loads((out / "edgekit.json").read_text())
     assert meta["data"]["synthetic"] is True and meta["architecture"]["bn_momentum"] == 0.9
-    assert meta["metrics"]["test_accuracy"] >= 0.5  # 4 shapes: chance is 0.25
+    # 4 shapes (chance 0.25). --quick must give a decisive model: the quick pipeline's int8 gates rely
+    # on it (0.72 after 3 epochs at 64 px failed them; 16 epochs at 48 px: 0.99)
+    assert meta["metrics"]["test_accuracy"] >= 0.9
 
 
 def test_image_input_size_below_backbone_minimum_is_refused(tmp_path, capsys):

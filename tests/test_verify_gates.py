@@ -190,3 +190,20 @@ def test_one_golden_reader_round_trips_and_rejects_bad_files(tmp_path):
                           ("partial.npz", "missing reference"), ("uneven.npz", "3 inputs but 2")):
         with pytest.raises(InvalidInputError, match=message):
             read(tmp_path / name)
+
+
+def test_labels_must_have_one_class_per_decision(tmp_path):
+    """Per-step outputs [N, T, C] need per-step labels [N, T]: a per-sample `y` gets one line, not a
+    numpy broadcasting error from deep inside the accuracy code."""
+    from edgekit.core import UserError
+    from edgekit.verify.reference import _check_label_shape
+
+    path = tmp_path / "samples.npz"
+    _check_label_shape(path, (64,), (None, 3))            # one decision per sample
+    _check_label_shape(path, (64, 24), (None, 24, 3))     # one per step
+    _check_label_shape(path, (64, 24), (None, None, 3))   # any length
+    with pytest.raises(UserError, match=r"shape \(64,\).*\(N, 24\)") as info:
+        _check_label_shape(path, (64,), (None, 24, 3))
+    assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match=r"\(N\)"):
+        _check_label_shape(path, (64, 24), (None, 3))

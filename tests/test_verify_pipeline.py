@@ -34,6 +34,7 @@ def test_unknown_device_fails_before_any_training(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.cost(55)
 def test_quick_pipeline_writes_every_report(tmp_path, sms_spam):
     out = tmp_path / "demo"
     readme = tmp_path / "README.md"

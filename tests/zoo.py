@@ -197,7 +197,8 @@ def train(entry: Entry, workdir: Path, seed: int = 0) -> dict:
     keras_accuracy = float(np.mean(_decisions(probs) == test_y))
     workdir.mkdir(parents=True, exist_ok=True)
     model.save(workdir / "model.keras")
-    _save_npz(workdir / "samples.npz", model, test_x, test_y)
+    # verify wants one label per decision: per-step outputs get the sample's label at every step
+    _save_npz(workdir / "samples.npz", model, test_x, np.repeat(test_y[:, None], T, 1) if per_step else test_y)
     _save_npz(workdir / "calibration.npz", model, x[:128] if not isinstance(x, list) else [a[:128] for a in x])
     return {"train_seconds": round(seconds, 1), "train_accuracy": float(history.history["accuracy"][-1]),
             "keras_accuracy": keras_accuracy}
@@ -217,8 +218,10 @@ def _save_npz(path: Path, model, x, y=None) -> None:
 
 
 def load_inputs(path: Path, model) -> tuple:
+    """(inputs, one label per sample): per-step labels repeat the sample's label (see train)."""
     with np.load(path) as data:
         y = data["y"] if "y" in data.files else None
+        y = y[:, 0] if y is not None and y.ndim == 2 else y
         if "x" in data.files:
             return data["x"], y
         return [data[spec.name] for spec in model.inputs], y
@@ -507,8 +510,10 @@ def main(argv: list[str] | None = None) -> int:
             if result.name in ENTRIES and not ENTRIES[result.name].expect_refusal:
                 report = cli_check(ENTRIES[result.name], Path(args.out) / result.name)
                 codes = ", ".join(f"{step} {r['code']}" for step, r in report.items() if isinstance(r, dict))
-                print(f"{result.name}: {codes}; int8 predict {report['predict'].get('classes')} vs Keras "
-                      f"{report['keras_classes']}", file=sys.stderr, flush=True)
+                stopped = next((f"; {step} said: {r['last']}" for step, r in report.items()
+                                if isinstance(r, dict) and r["code"] not in (0, 1)), "")
+                print(f"{result.name}: {codes}; int8 predict {report.get('predict', {}).get('classes')} vs "
+                      f"Keras {report['keras_classes']}{stopped}", file=sys.stderr, flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=1, default=str))
     if args.readme:

@@ -92,7 +92,21 @@ def load_npz_data(path: Path, model) -> EvalData:
         raise UserError(f"{path}: labels `y` score a one-output classifier; this model has "
                         f"{len(model.outputs)} outputs ({', '.join(output_names(model))}): drop `y` "
                         "to check parity only")
+    if y is not None:
+        _check_label_shape(path, np.shape(y), tuple(model.outputs[0].shape))
     return EvalData(x, y, utterance_y, str(path))
+
+
+def _check_label_shape(path: Path, labels: tuple, output: tuple) -> None:
+    """One class label per decision: `y` is the output's shape without its class axis (per-step
+    outputs [N, T, C] need [N, T] labels)."""
+    want = output[1:-1]
+    got = labels[1:]
+    if len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want)):
+        shape = ", ".join(["N", *("?" if w is None else str(w) for w in want)])
+        raise UserError(f"{path}: labels `y` have shape {labels}, but the model decides one class per "
+                        f"output position: give `y` the shape ({shape}) (its output is "
+                        f"{tuple('N' if d is None else d for d in output)}), or drop `y` to check parity only")
 
 
 def load_labelled_data(path: str | Path, model_dir: str | Path, metadata: dict,
