@@ -106,7 +106,8 @@ def _check_label_shape(path: Path, labels: tuple, output: tuple) -> None:
         shape = ", ".join(["N", *("?" if w is None else str(w) for w in want)])
         raise UserError(f"{path}: labels `y` have shape {labels}, but the model decides one class per "
                         f"output position: give `y` the shape ({shape}) (its output is "
-                        f"{tuple('N' if d is None else d for d in output)}), or drop `y` to check parity only")
+                        f"({', '.join('N' if d is None else str(d) for d in output)})), or drop `y` to check "
+                        "parity only")
 
 
 def load_labelled_data(path: str | Path, model_dir: str | Path, metadata: dict,
