@@ -219,6 +219,8 @@ def _add_pipeline(sub) -> None:
     p.add_argument("--quick", action="store_true", help="small settings: finishes within 3 minutes")
     p.add_argument("--tasks", type=_csv_choice(TASKS), default=list(TASKS))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=positive_int, metavar="N",
+                   help="tasks run at once, each in its own process (default: the number of CPU cores)")
     p.add_argument("--readme", metavar="FILE",
                    help="also replace the results table between the <!-- results:start/end --> "
                         "markers of this README")

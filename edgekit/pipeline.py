@@ -6,6 +6,7 @@ OUT/
   report.html            one self-contained report (plots inline)
   report.md, report.json the same as Markdown and JSON
   results.md             the accuracy / size / latency table per variant (for the README)
+  logs/TASK.log          each task's full output, when tasks run in parallel (--jobs > 1)
 
 Data: embedded defaults, or `--data-dir` laid out like shared/data (sms_spam/sms_spam.tsv,
 cifar10_small/, fsdd/). The reports are always written; the exit code is 1 when any bundle failed its
@@ -15,12 +16,20 @@ or a model could not be trained or exported, so a demo still shows what went wro
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import sys
+import threading
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from edgekit.core import UserError, atomic_write_text, log
 
 DATA_LAYOUT = {"text": "sms_spam/sms_spam.tsv", "image": "cifar10_small", "speech": "fsdd"}
+# Parallel runs start the longest task first (quick run: image 2-3 minutes, speech and text under one).
+TASK_COST_ORDER = ("image", "speech", "text")
+LOWER_PRIORITY = 19  # nice value of the tasks that run beside the longest one: idle CPU only
 
 # --quick must finish within 3 minutes on 2 cores: fewer calibration samples (100 is export's floor for
 # usable int8 scales), fewer evaluated samples, a smaller per-layer debug set, and the three variants
@@ -50,16 +59,14 @@ def run(args) -> int:
     check_devices(devices)  # an unknown device name fails now, before any training
     sources = {task: _data_source(args.data_dir, task) for task in tasks}
     start = time.perf_counter()
-    results, failures = [], []
+    jobs = min(len(tasks), getattr(args, "jobs", None) or os.cpu_count() or 1)
     for i, task in enumerate(tasks, 1):
         log(f"pipeline [{i}/{len(tasks)}] {task}: train -> export -> verify "
-            f"({sources[task] or 'embedded data'})")
-        try:
-            results.append(run_task(task, out, sources[task], args.seed, args.quick, settings,
-                                    devices))
-        except UserError as exc:
-            failures.append(f"{task}: {exc}")
-            log(f"pipeline: {task} failed: {exc}")
+            f"({sources[task] or 'embedded data'})" + (f" in parallel ({jobs} at a time)" if jobs > 1 else ""))
+    task_args = {task: (task, out, sources[task], args.seed, args.quick, settings, devices) for task in tasks}
+    outcomes = _run_parallel(task_args, out, jobs) if jobs > 1 else _run_in_order(task_args)
+    results = [outcomes[task] for task in tasks if isinstance(outcomes[task], dict)]
+    failures = [f"{task}: {outcomes[task]}" for task in tasks if isinstance(outcomes[task], UserError)]
     if results:
         _write_reports(results, out)
         if getattr(args, "readme", None):
@@ -72,6 +79,81 @@ def run(args) -> int:
     log(f"pipeline {verdict} in {time.perf_counter() - start:.0f} s: wrote {out}/report.html, report.md, "
         f"report.json, results.md" + (f"; failed gates: {', '.join(failed_gates)}" if failed_gates else ""))
     return 0 if verdict == "PASS" else 1
+
+
+def _run_in_order(task_args: dict[str, tuple]) -> dict[str, dict | UserError]:
+    outcomes: dict[str, dict | UserError] = {}
+    for task, task_arguments in task_args.items():
+        try:
+            outcomes[task] = run_task(*task_arguments)
+        except UserError as exc:
+            outcomes[task] = exc
+            log(f"pipeline: {task} failed: {exc}")
+    return outcomes
+
+
+def _run_parallel(task_args: dict[str, tuple], out: Path, jobs: int) -> dict[str, dict | UserError]:
+    """Each task in its own process, `jobs` at a time, longest first: training and conversion use about
+    one core each, so two tasks on two cores take about the time of the longest. The others run at a
+    lower CPU priority: they have time to spare, and the longest one sets the pipeline's time (quick run
+    on 2 cores: image trained in 131 s beside them at equal priority). A task's output goes to
+    OUT/logs/TASK.log; its lines are shown here too, prefixed with the task."""
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_paths = {task: logs / f"{task}.log" for task in task_args}
+    for path in log_paths.values():
+        path.write_bytes(b"")
+    stop = threading.Event()
+    follower = threading.Thread(target=_follow_logs, args=(log_paths, stop), daemon=True)
+    follower.start()
+    outcomes: dict[str, dict | UserError] = {}
+    # spawn, not fork: a forked child would inherit TensorFlow's threads in a broken state.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        order = sorted(task_args, key=TASK_COST_ORDER.index)
+        futures = {pool.submit(_task_in_child, log_paths[task], task_args[task], task != order[0]): task
+                   for task in order}
+        try:
+            for future in as_completed(futures):
+                task = futures[future]
+                try:
+                    outcomes[task] = future.result()
+                except UserError as exc:
+                    outcomes[task] = exc
+                    log(f"pipeline: {task} failed: {exc}")
+        finally:
+            stop.set()
+            follower.join()
+    return outcomes
+
+
+def _task_in_child(log_path: Path, task_arguments: tuple, lower_priority: bool) -> dict:
+    """Runs in a pool process: everything it prints, TensorFlow's native logs included, goes to the log."""
+    if lower_priority and hasattr(os, "setpriority") and os.getpriority(os.PRIO_PROCESS, 0) < LOWER_PRIORITY:
+        os.setpriority(os.PRIO_PROCESS, 0, LOWER_PRIORITY)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with open(log_path, "ab", buffering=0) as stream:
+        os.dup2(stream.fileno(), 1)
+        os.dup2(stream.fileno(), 2)
+    return run_task(*task_arguments)
+
+
+def _follow_logs(log_paths: dict[str, Path], stop: threading.Event) -> None:
+    offsets = dict.fromkeys(log_paths, 0)
+    pending = dict.fromkeys(log_paths, b"")
+    while True:
+        stopping = stop.is_set()  # read every log once more after the tasks end
+        for task, path in log_paths.items():
+            with open(path, "rb") as stream:
+                stream.seek(offsets[task])
+                chunk = stream.read()
+            offsets[task] += len(chunk)
+            *lines, pending[task] = (pending[task] + chunk).split(b"\n")
+            for line in lines:
+                log(f"[{task}] {line.decode('utf-8', 'replace').rstrip()}")
+        if stopping:
+            return
+        time.sleep(0.5)
 
 
 def _data_source(data_dir: str | None, task: str) -> Path | None:

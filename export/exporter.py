@@ -16,7 +16,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -100,17 +102,19 @@ def export_model(model_dir, out_dir, formats=recipes.FORMATS, variants=recipes.V
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", suffix=".staging", dir=out_dir))
     try:
-        for fmt in formats:
-            for variant in variants:  # decided before converting: reported first within the format
-                if (fmt, variant) in results:
-                    context.report(results[(fmt, variant)])
-            fmt_variants = to_convert.get(fmt)
-            if not fmt_variants:
-                continue
-            request = {"model_dir": str(model_dir.resolve()), "allow_unsafe": allow_unsafe, "format": fmt,
-                       "calibration_samples": calibration_samples, "int8_io": int8_io, "opset": opset,
-                       "recipes": {v: chosen[(fmt, v)].to_json() for v in fmt_variants}}
-            _run_workers(request, fmt_variants, staging / fmt, context)
+        for key in plan:  # decided before converting: reported first
+            if key in results:
+                context.report(results[key])
+        requests = {fmt: {"model_dir": str(model_dir.resolve()), "allow_unsafe": allow_unsafe, "format": fmt,
+                          "calibration_samples": calibration_samples, "int8_io": int8_io, "opset": opset,
+                          "recipes": {v: chosen[(fmt, v)].to_json() for v in fmt_variants}}
+                    for fmt, fmt_variants in to_convert.items() if fmt_variants}
+        # The formats convert at the same time where there are cores for it: each worker is a single
+        # TensorFlow process that keeps about one core busy.
+        with ThreadPoolExecutor(max_workers=max(1, min(len(requests), os.cpu_count() or 1))) as pool:
+            for future in [pool.submit(_run_workers, request, to_convert[fmt], staging / fmt, context)
+                           for fmt, request in requests.items()]:
+                future.result()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     ordered = [results[key] for key in plan]
@@ -180,16 +184,18 @@ class _Context:
         self.layer_classes: dict[str, str] = {}
         self.source_sha256 = sha256_file(source.model_file(model_dir, True))
         self.reported = 0
+        self.lock = threading.Lock()
 
     def report(self, result: ExportResult) -> None:
-        self.results[(result.format, result.variant)] = result
-        self.reported += 1
-        head = f"[{self.reported}/{len(self.plan)}] {result.format} {result.variant} ..."
-        if result.status == "ok":
-            log(f"{head} ok {_size(result.size_bytes)} ({result.seconds:.1f} s)")
-        else:
-            log(f"{head} {result.status}: {result.reason}" +
-                (f" ({result.seconds:.1f} s)" if result.seconds else ""))
+        with self.lock:  # the formats' workers report from their own threads
+            self.results[(result.format, result.variant)] = result
+            self.reported += 1
+            head = f"[{self.reported}/{len(self.plan)}] {result.format} {result.variant} ..."
+            if result.status == "ok":
+                log(f"{head} ok {_size(result.size_bytes)} ({result.seconds:.1f} s)")
+            else:
+                log(f"{head} {result.status}: {result.reason}" +
+                    (f" ({result.seconds:.1f} s)" if result.seconds else ""))
 
 
 def _run_workers(request: dict, variants: list[str], staging: Path, context: _Context) -> None:

@@ -6,7 +6,9 @@ variant matches), so the session trains each kind once with quick settings and s
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import time
 from pathlib import Path
 
@@ -30,17 +32,42 @@ TRAINING_FIXTURES = {"rt_bundles", "trained_dir", "exports", "exported_dir", "ti
 # must run in one worker, or each worker would train and convert it again: fixture -> group.
 SHARED_FIXTURE_GROUPS = {"trained_dir": "models", "exports": "models", "exported_dir": "models",
                          "rt_bundles": "rt-bundles", "device_bundles": "device-bundles"}
-# Handed out first (with --no-loadscope-reorder): the real-data models (one unit, the longest: about
-# 16 minutes of the 31 a two-worker run took), then tests by their measured `cost` mark, longest first
-# (a 7-minute test started last ends the run alone), then the other slow tests, then the quick ones.
-FIRST = ("models",)
+MODEL_TASKS = ("image", "speech", "text")  # the real-data models, longest to train and convert first
+# The real-data models are one group per task ("models-image", ...), so the image model (about 10 minutes
+# of training, conversion and emulation) and the other two build in parallel; a test's task is its
+# `task` parameter, else the task named literally in its source or its fixtures' (`exported_dir("speech")`).
+# A test naming none or several stays in the group "models" (correct anyway: a worker trains what it lacks).
+TASK_LITERAL = re.compile(r'\(\s*"(' + "|".join(MODEL_TASKS) + r')"')
+# Handed out first (with --no-loadscope-reorder): the real-data model groups, then tests by their measured
+# `cost` mark, longest first (a 7-minute test started last ends the run alone), then the other slow tests,
+# then the quick ones.
+FIRST = tuple(f"models-{task}" for task in MODEL_TASKS) + ("models",)
+
+
+def _model_task(item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec and callspec.params.get("task") in MODEL_TASKS:
+        return callspec.params["task"]
+    functions = [item.function]
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in (info.name2fixturedefs.values() if info else ()):
+        if defs and getattr(defs[-1].func, "__module__", "") == item.module.__name__:
+            functions.append(defs[-1].func)
+    found = set()
+    for function in functions:
+        try:
+            found.update(TASK_LITERAL.findall(inspect.getsource(function)))
+        except (OSError, TypeError):
+            return None
+    return found.pop() if len(found) == 1 else None
 
 
 def _group(item) -> str | None:
     names = set(getattr(item, "fixturenames", ()))
     for fixture, group in SHARED_FIXTURE_GROUPS.items():
         if fixture in names:
-            return group
+            task = _model_task(item) if group == "models" else None
+            return f"{group}-{task}" if task else group
     # A module-scoped fixture is built once per worker that runs one of the module's tests.
     info = getattr(item, "_fixtureinfo", None)
     for name in names:

@@ -109,11 +109,11 @@ def _by_variant(results, fmt):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["text", "speech"])
-def test_lstm_models_use_only_builtin_ops_with_the_fused_lstm(exported, kind):
+@pytest.mark.parametrize("task", ["text", "speech"])
+def test_lstm_models_use_only_builtin_ops_with_the_fused_lstm(exported, task):
     from edgekit.export import tflite
 
-    out, results, _ = exported(kind)
+    out, results, _ = exported(task)
     tflite_results = _by_variant(results, "tflite")
     assert {v for v, r in tflite_results.items() if r.ok} == {"fp32", "fp16", "dynamic", "int8"}
     for variant, result in tflite_results.items():
@@ -132,15 +132,15 @@ def test_lstm_models_use_only_builtin_ops_with_the_fused_lstm(exported, kind):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["text", "speech", "image"])
-def test_fp32_parity_with_keras(exported, export_model_dir, kind):
+@pytest.mark.parametrize("task", ["text", "speech", "image"])
+def test_fp32_parity_with_keras(exported, export_model_dir, task):
     from edgekit.export import onnx as onnx_export
     from edgekit.export import tflite
     from edgekit.train.io import load_model
 
-    out, results, _ = exported(kind)
-    model, _ = load_model(export_model_dir(kind))
-    with np.load(export_model_dir(kind) / "heldout.npz") as data:
+    out, results, _ = exported(task)
+    model, _ = load_model(export_model_dir(task))
+    with np.load(export_model_dir(task) / "heldout.npz") as data:
         x = data["x"][:16]
     reference = np.asarray(model(x, training=False))
     # Trained models give confident outputs, so parity is not trivially met by near-uniform softmax:
@@ -172,26 +172,26 @@ SIZE_LIMITS = {"text": {"int8": 0.45, "fp16": 0.52}, "speech": {"int8": 0.45, "f
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["text", "speech", "image"])
-def test_size_ratios(exported, kind):
-    _, results, _ = exported(kind)
+@pytest.mark.parametrize("task", ["text", "speech", "image"])
+def test_size_ratios(exported, task):
+    _, results, _ = exported(task)
     sizes = {v: r.size_bytes for v, r in _by_variant(results, "tflite").items() if r.ok}
-    for variant, limit in SIZE_LIMITS[kind].items():
+    for variant, limit in SIZE_LIMITS[task].items():
         assert sizes[variant] <= limit * sizes["fp32"], (variant, sizes)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["text", "speech", "image"])
-def test_manifests_and_onnx_checker(exported, export_model_dir, kind):
+@pytest.mark.parametrize("task", ["text", "speech", "image"])
+def test_manifests_and_onnx_checker(exported, export_model_dir, task):
     import onnx
 
-    out, results, seconds = exported(kind)
-    model_dir = export_model_dir(kind)
+    out, results, seconds = exported(task)
+    model_dir = export_model_dir(task)
     metadata = json.loads((model_dir / "edgekit.json").read_text())
     ok = [r for r in results if r.ok]
     assert {p.name for p in out.iterdir()} == {r.bundle.name for r in ok}  # no staging left behind
     for result in ok:
-        assert result.bundle.name == f"{kind}-{result.format}-{result.variant}"
+        assert result.bundle.name == f"{task}-{result.format}-{result.variant}"
         manifest = json.loads((result.bundle / "manifest.json").read_text())
         model_file = result.bundle / manifest["model_file"]
         assert manifest["format"] == result.format and manifest["variant"] == result.variant
@@ -212,10 +212,10 @@ def test_manifests_and_onnx_checker(exported, export_model_dir, kind):
             assert manifest["export"]["opset"] >= 17
         if result.variant in ("int8", "int16x8"):
             assert manifest["export"]["calibration_samples"] == 200
-        if kind == "text":
+        if task == "text":
             assert (result.bundle / "assets" / "vocab.txt").read_text() == \
                 (model_dir / "assets" / "vocab.txt").read_text()
-    print(f"\n{kind}: all variants exported in {seconds:.0f} s; sizes " +
+    print(f"\n{task}: all variants exported in {seconds:.0f} s; sizes " +
           ", ".join(f"{r.format}-{r.variant} {r.size_bytes}" for r in ok))
 
 

@@ -53,3 +53,21 @@ def test_quick_pipeline_writes_every_report(tmp_path, sms_spam):
     # The README block is replaced, the text around it kept.
     text = readme.read_text()
     assert "old" not in text and "| text | Keras |" in text and text.endswith("after\n")
+
+
+@pytest.mark.slow
+@pytest.mark.cost(80)
+def test_tasks_run_in_parallel_processes_with_their_own_logs(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = edgekit_main(["pipeline", "--out", str(out), "--quick", "--tasks", "text,speech", "--jobs", "2"])
+    err = capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    # Both tasks in the order asked for, whichever process finished first.
+    assert [r["task"] for r in report["results"]] == ["text", "speech"]
+    assert code == 0, [a.get("reasons") for r in report["results"] for a in r["artifacts"] if not a["passed"]]
+    for task in ("text", "speech"):
+        log = (out / "logs" / f"{task}.log").read_text()
+        assert f"wrote {out}/models/{task}/" in log and "verify: rpi4: ship" in log
+        # Each task's lines reach the terminal too, named by their task.
+        assert f"[{task}] verify: rpi4: ship {task}-" in err
+    assert "in parallel (2 at a time)" in err

@@ -23,7 +23,7 @@ from edgekit.core import UserError, first_line, log
 from edgekit.runtime.preprocess.image import resize_bilinear_mediapipe
 from edgekit.train import TrainResult, accuracy, pick_calibration, pick_heldout
 from edgekit.train.data import Dataset, load_images
-from edgekit.train.models import BACKBONE_MIN_SIZE, build_backbone, build_image_model
+from edgekit.train.models import BACKBONE_MIN_SIZE, build_backbone, build_image_model, compile_classifier
 
 # backbone -> (keras.applications module with preprocess_input, preprocessing params)
 _TF_MODE = {"mode": "tf", "channel_order": "RGB", "mean": [127.5] * 3, "std": [127.5] * 3}
@@ -170,9 +170,13 @@ def _augmented(x: np.ndarray, y: np.ndarray, batch_size: int, shift: float, seed
 def recalibrate_batchnorm(model, x: np.ndarray, batch_size: int) -> None:
     """One forward pass over the training images in training mode, no weight updates: the
     BatchNormalization moving statistics catch up with the final weights (after a short run from
-    random init they still average in earlier, very different weights)."""
+    random init they still average in earlier, very different weights). One traced function, not
+    eager calls: MobileNetV2 eagerly took 13 s for 1000 images."""
+    import tensorflow as tf
+
+    forward = tf.function(lambda batch: model(batch, training=True))
     for start in range(0, len(x) - batch_size + 1, batch_size):
-        model(x[start:start + batch_size], training=True)
+        forward(tf.constant(x[start:start + batch_size]))
 
 
 def _pretrained_backbone(backbone: str, size: int, alpha: float, weights_option: str):
@@ -193,8 +197,7 @@ def _train(model, base, train_data, validation, settings: dict, epochs: int, fin
     import keras
 
     def run(learning_rate, n_epochs):
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        compile_classifier(model, learning_rate, validation[0][:2], validation[1][:2])
         model.fit(train_data, validation_data=validation, epochs=n_epochs, verbose=2, shuffle=False)
 
     if base is None:

@@ -18,7 +18,7 @@ from edgekit.core import UserError, log
 from edgekit.runtime.preprocess.audio import fit_length, utterance_probs
 from edgekit.train import TrainResult, accuracy, pick_calibration, pick_heldout
 from edgekit.train.data import Dataset, load_wavs
-from edgekit.train.models import SPEECH_ARCHS, build_speech_model
+from edgekit.train.models import SPEECH_ARCHS, build_speech_model, compile_classifier
 
 SILENCE = "_silence"
 FRAME_THRESHOLD_DB = 30.0
@@ -88,7 +88,6 @@ def frame_targets(clips: np.ndarray, labels: np.ndarray, params: dict) -> np.nda
 
 def fit(dataset: Dataset, workdir: Path, epochs: int | None, seed: int, quick: bool,
         options: dict) -> TrainResult:
-    import keras
 
     settings = dict(DEFAULTS, **(QUICK if quick else {}))
     epochs = epochs or settings["epochs"]
@@ -121,8 +120,7 @@ def fit(dataset: Dataset, workdir: Path, epochs: int | None, seed: int, quick: b
                     "num_features": x["train"].shape[-1], "num_classes": len(labels),
                     "units": settings["units"]}
     model = build_speech_model(**{k: v for k, v in architecture.items() if k != "kind"})
-    model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    compile_classifier(model, settings["learning_rate"], x["train"][:2], frames_y["train"][:2])
     model.fit(x["train"], frames_y["train"], validation_data=(x["val"], frames_y["val"]),
               epochs=epochs, batch_size=batch_size, verbose=2, shuffle=True)
 

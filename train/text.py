@@ -16,7 +16,7 @@ from edgekit.core import UserError, atomic_write_text, log
 from edgekit.runtime.preprocess.text import PADDING, TRUNCATING, pad_ids
 from edgekit.train import TrainResult, accuracy, pick_calibration, pick_heldout
 from edgekit.train.data import Dataset, load_text
-from edgekit.train.models import TEXT_ARCHS, build_text_model
+from edgekit.train.models import TEXT_ARCHS, build_text_model, compile_classifier
 
 DEFAULTS = {"max_len": 64, "max_tokens": 10000, "embedding_dim": 32, "units": 32,
             "epochs": 6, "batch_size": 32, "learning_rate": 3e-3}
@@ -59,7 +59,6 @@ def vectorize(vectorizer, texts: list[str], max_len: int) -> np.ndarray:
 
 def fit(dataset: Dataset, workdir: Path, epochs: int | None, seed: int, quick: bool,
         options: dict) -> TrainResult:
-    import keras
 
     settings = dict(DEFAULTS, **(QUICK if quick else {}))
     epochs = epochs or settings["epochs"]
@@ -84,8 +83,7 @@ def fit(dataset: Dataset, workdir: Path, epochs: int | None, seed: int, quick: b
                     "num_classes": len(dataset.labels), "embedding_dim": settings["embedding_dim"],
                     "units": settings["units"]}
     model = build_text_model(**{k: v for k, v in architecture.items() if k != "kind"})
-    model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    compile_classifier(model, settings["learning_rate"], x_train[:2], y_train[:2])
     model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=epochs,
               batch_size=batch_size, verbose=2, shuffle=True)
 
