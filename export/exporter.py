@@ -1,7 +1,8 @@
 """export_model: model directory -> one bundle per (format, variant), conversions in child processes.
 
 The parent process never imports TensorFlow. Per format it starts one worker (export/worker.py) that
-converts that format's variants in turn; a worker that dies (converter segfault) costs only the
+converts that format's variants in turn (the formats' workers run at the same time where there are
+cores for them); a worker that dies (converter segfault) costs only the
 variant it was converting: that variant is reported failed and a new worker takes the rest. The
 parent then checks each file's ops (export/opcheck.py) and writes its bundle atomically:
 `{out_dir}/{name}-{format}-{variant}/` = model file + manifest.json + assets/ from the model dir.
