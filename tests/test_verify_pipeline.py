@@ -34,40 +34,31 @@ def test_unknown_device_fails_before_any_training(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.cost(55)
-def test_quick_pipeline_writes_every_report(tmp_path, sms_spam):
+@pytest.mark.cost(80)
+def test_quick_pipeline_runs_tasks_in_parallel_and_writes_every_report(tmp_path, capsys):
     out = tmp_path / "demo"
     readme = tmp_path / "README.md"
     readme.write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\nafter\n")
-    code = edgekit_main(["pipeline", "--out", str(out), "--quick", "--tasks", "text",
-                         "--data-dir", str(sms_spam.parents[1]), "--readme", str(readme)])
+    code = edgekit_main(["pipeline", "--out", str(out), "--quick", "--tasks", "text,speech", "--jobs", "2",
+                         "--readme", str(readme)])
+    err = capsys.readouterr().err
     for name in ("report.html", "report.md", "report.json", "results.md"):
         assert (out / name).is_file(), name
-    report = json.loads((out / "report.json").read_text())
-    assert report["task"] == "text" and report["artifacts"]
-    # The quick text model passes every gate, and the report names the bundle to ship to the default device.
-    assert code == 0 and report["passed"], [a.get("reasons") for a in report["artifacts"] if not a["passed"]]
-    rpi4 = report["devices"]["rpi4"]
-    assert rpi4["recommended"] in {a["bundle"] for a in report["artifacts"] if a["passed"]}, rpi4["reason"]
-    assert "| text | Keras |" in (out / "results.md").read_text()
-    # The README block is replaced, the text around it kept.
-    text = readme.read_text()
-    assert "old" not in text and "| text | Keras |" in text and text.endswith("after\n")
-
-
-@pytest.mark.slow
-@pytest.mark.cost(80)
-def test_tasks_run_in_parallel_processes_with_their_own_logs(tmp_path, capsys):
-    out = tmp_path / "out"
-    code = edgekit_main(["pipeline", "--out", str(out), "--quick", "--tasks", "text,speech", "--jobs", "2"])
-    err = capsys.readouterr().err
-    report = json.loads((out / "report.json").read_text())
+    results = json.loads((out / "report.json").read_text())["results"]
     # Both tasks in the order asked for, whichever process finished first.
-    assert [r["task"] for r in report["results"]] == ["text", "speech"]
-    assert code == 0, [a.get("reasons") for r in report["results"] for a in r["artifacts"] if not a["passed"]]
+    assert [r["task"] for r in results] == ["text", "speech"]
+    # The quick models pass every gate, and the report names the bundle to ship to the default device.
+    assert code == 0, [a.get("reasons") for r in results for a in r["artifacts"] if not a["passed"]]
+    for result in results:
+        rpi4 = result["devices"]["rpi4"]
+        assert rpi4["recommended"] in {a["bundle"] for a in result["artifacts"] if a["passed"]}, rpi4["reason"]
+    assert "| text | Keras |" in (out / "results.md").read_text()
+    assert "in parallel (2 at a time)" in err
     for task in ("text", "speech"):
         log = (out / "logs" / f"{task}.log").read_text()
         assert f"wrote {out}/models/{task}/" in log and "verify: rpi4: ship" in log
         # Each task's lines reach the terminal too, named by their task.
         assert f"[{task}] verify: rpi4: ship {task}-" in err
-    assert "in parallel (2 at a time)" in err
+    # The README block is replaced, the text around it kept.
+    text = readme.read_text()
+    assert "old" not in text and "| speech | Keras |" in text and text.endswith("after\n")
