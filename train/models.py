@@ -116,7 +116,7 @@ def build_image_model(backbone: str, input_size: int, num_classes: int, weights:
 
 
 def compile_classifier(model: keras.Model, learning_rate, x_sample, y_sample) -> None:
-    """Adam + sparse categorical cross-entropy + accuracy, with the accuracy metric built before fit.
+    """Adam + sparse categorical cross-entropy + accuracy, with their variables built before fit.
 
     Keras' TensorFlow trainer (no distribution strategy) creates the optimizer's and the compiled
     metrics' variables while tracing the first train step, and tf.function then traces the whole step a

@@ -88,7 +88,6 @@ def frame_targets(clips: np.ndarray, labels: np.ndarray, params: dict) -> np.nda
 
 def fit(dataset: Dataset, workdir: Path, epochs: int | None, seed: int, quick: bool,
         options: dict) -> TrainResult:
-
     settings = dict(DEFAULTS, **(QUICK if quick else {}))
     epochs = epochs or settings["epochs"]
     batch_size = options.get("batch_size", settings["batch_size"])

@@ -59,7 +59,6 @@ def vectorize(vectorizer, texts: list[str], max_len: int) -> np.ndarray:
 
 def fit(dataset: Dataset, workdir: Path, epochs: int | None, seed: int, quick: bool,
         options: dict) -> TrainResult:
-
     settings = dict(DEFAULTS, **(QUICK if quick else {}))
     epochs = epochs or settings["epochs"]
     batch_size = options.get("batch_size", settings["batch_size"])
