@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from edgekit.core import UserError, atomic_write_text, log
@@ -73,12 +74,21 @@ def run(args) -> int:
             update_readme(Path(args.readme), results, args)
     for line in failures:
         log(f"FAIL {line}")
-    failed_gates = [f"{r['task']}/{a['bundle']}" for r in results for a in r["artifacts"]
-                    if not a["passed"] and not a.get("fixed_from")]
     verdict = "PASS" if results and not failures and all(r["passed"] for r in results) else "FAIL"
-    log(f"pipeline {verdict} in {time.perf_counter() - start:.0f} s: wrote {out}/report.html, report.md, "
-        f"report.json, results.md" + (f"; failed gates: {', '.join(failed_gates)}" if failed_gates else ""))
+    wrote = f"wrote {out}/report.html, report.md, report.json, results.md" if results else "no report (no task ended)"
+    log(f"pipeline {verdict} in {time.perf_counter() - start:.0f} s: {wrote}{gate_summary(results)}")
     return 0 if verdict == "PASS" else 1
+
+
+def gate_summary(results: list[dict]) -> str:
+    """"; failed gates: ..." and "; fixed: A -> B": an int8 bundle that the fix search replaced with a
+    passing one is named as fixed, not failed."""
+    fixed = {a["fixed_from"]: a["bundle"] for r in results for a in r["artifacts"]
+             if a.get("fixed_from") and a["passed"]}
+    failed = [f"{r['task']}/{a['bundle']}" for r in results for a in r["artifacts"]
+              if not a["passed"] and not a.get("fixed_from") and a["bundle"] not in fixed]
+    return ((f"; failed gates: {', '.join(failed)}" if failed else "")
+            + (f"; fixed: {', '.join(f'{old} -> {new}' for old, new in fixed.items())}" if fixed else ""))
 
 
 def _run_in_order(task_args: dict[str, tuple]) -> dict[str, dict | UserError]:
@@ -118,7 +128,9 @@ def _run_parallel(task_args: dict[str, tuple], out: Path, jobs: int) -> dict[str
                 task = futures[future]
                 try:
                     outcomes[task] = future.result()
-                except UserError as exc:
+                except (UserError, BrokenProcessPool) as exc:
+                    if isinstance(exc, BrokenProcessPool):  # killed (out of memory) or crashed
+                        exc = UserError(f"a task process died; see {log_paths[task]}")
                     outcomes[task] = exc
                     log(f"pipeline: {task} failed: {exc}")
         finally:

@@ -9,7 +9,7 @@ from test_verify_report import sample_result
 
 from edgekit.cli import main as edgekit_main
 from edgekit.core import UserError
-from edgekit.pipeline import _data_source, results_table
+from edgekit.pipeline import _data_source, gate_summary, results_table
 
 
 def test_results_table_has_keras_and_every_variant():
@@ -18,6 +18,18 @@ def test_results_table_has_keras_and_every_variant():
     assert rows[0].startswith("| text | Keras |") and "97.40%" in rows[0]
     assert len(rows) == 4
     assert any("| int8 | tflite |" in row and "FAIL" in row for row in rows)
+
+
+def test_gate_summary_names_fixed_bundles_as_fixed_not_failed():
+    def artifact(bundle, passed, fixed_from=None):
+        return {"bundle": bundle, "passed": passed, **({"fixed_from": fixed_from} if fixed_from else {})}
+
+    speech = {"task": "speech", "artifacts": [artifact("s-int8", False), artifact("s-int8-keepfloat", True, "s-int8"),
+                                              artifact("s-fp32", True)]}
+    image = {"task": "image", "artifacts": [artifact("i-int8", False), artifact("i-int8-keepfloat", False, "i-int8")]}
+    assert gate_summary([speech]) == "; fixed: s-int8 -> s-int8-keepfloat"
+    assert gate_summary([speech, image]) == "; failed gates: image/i-int8; fixed: s-int8 -> s-int8-keepfloat"
+    assert gate_summary([{"task": "text", "artifacts": [artifact("t-fp32", True)]}]) == ""
 
 
 def test_data_dir_must_follow_the_shared_layout(tmp_path):
