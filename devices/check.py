@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.core import UserError, atomic_write_json, log
-from edgekit.devices import emulation, phone
+from edgekit.devices import emulation
 from edgekit.runtime import gates, profiles
+from edgekit.runtime import samples as sample_files
 from edgekit.runtime.bundle import read_manifest
 from edgekit.runtime.errors import EdgekitError, last_line
 from edgekit.runtime.golden import Golden
 from edgekit.runtime.golden import read as read_golden
-from edgekit.runtime.kinds import batch_size
 from edgekit.runtime.synthetic import synthetic_inputs
 
 EMULATED_NOTE = "emulated: timings not meaningful"
@@ -78,13 +78,17 @@ def random_inputs(bundle: Path, manifest: dict, samples: int, seed: int = 0) -> 
     return next(iter(feed.values())) if len(feed) == 1 else feed  # several inputs: by name
 
 
-def golden_inputs(bundle: Path, manifest: dict, samples: int) -> tuple[np.ndarray, str]:
+def golden_inputs(bundle: Path, manifest: dict, count: int) -> tuple[np.ndarray | dict, str]:
     heldout = find_heldout(bundle, manifest)
     if heldout is not None:
-        with np.load(heldout, allow_pickle=False) as data:
-            if "x" in data.files and len(data["x"]):
-                return data["x"][:samples], f"held-out inputs ({heldout})"
-    return random_inputs(bundle, manifest, samples), "random inputs of the bundle's input spec"
+        try:
+            found = sample_files.read(heldout, [i["name"] for i in manifest["inputs"]], "held-out split")
+        except EdgekitError as exc:
+            log(f"  note: {exc}; using random inputs")
+        else:
+            if len(found):
+                return sample_files.take(found.x, 0, count), f"held-out inputs ({heldout})"
+    return random_inputs(bundle, manifest, count), "random inputs of the bundle's input spec"
 
 
 # --- the code that travels to the device --------------------------------------------------------
@@ -123,8 +127,8 @@ def parse_json_output(stdout: str) -> dict | None:
         return None
 
 
-def make_golden(bundle: Path, manifest: dict, samples: int, stage: Path, out: Path,
-                golden_file: str | None = None, inputs_cache: dict | None = None) -> dict:
+def make_golden(bundle: Path, manifest: dict, count: int, out: Path, golden_file: str | None = None,
+                inputs_cache: dict | None = None) -> dict:
     """Write the golden npz the device compares against; returns a description."""
     if golden_file:
         path = Path(golden_file)
@@ -132,24 +136,27 @@ def make_golden(bundle: Path, manifest: dict, samples: int, stage: Path, out: Pa
             golden = read_golden(path)
         except EdgekitError as exc:
             raise UserError(str(exc)) from None
-        golden = golden.head(samples)
+        golden = golden.head(count)
         np.savez(out, **golden.arrays())
-        return {"golden": str(path), "reference_source": "golden file", "samples": batch_size(golden.x)}
+        return {"golden": str(path), "reference_source": "golden file", "samples": sample_files.batch_size(golden.x)}
     key = manifest.get("name")
     if inputs_cache is not None and key in inputs_cache:
         x, where = inputs_cache[key]
     else:
-        x, where = golden_inputs(bundle, manifest, samples)
+        x, where = golden_inputs(bundle, manifest, count)
         if inputs_cache is not None:
             inputs_cache[key] = (x, where)
     reference, backend = host_outputs(bundle, x)
     variant = manifest["variant"]
     # Same bundle, another machine: the table's SAME_BUNDLE entry, not the bundle-vs-Keras gate.
+    gate = gates.gate(variant, gates.SAME_BUNDLE, manifest.get("recipe"))
+    if gate is None:
+        raise UserError(f"{bundle.name}: no gate for variant {variant!r} (recipe {manifest.get('recipe')!r})")
     meta = {"task": manifest.get("task"), "labels": manifest.get("labels"), "bundle": bundle.name,
             "reference_source": "host-bundle", "inputs": where, "host_backend": backend,
-            "tolerance": {variant: gates.gate(variant, gates.SAME_BUNDLE).to_dict()}}
+            "tolerance": {variant: gate.to_dict()}}
     np.savez(out, **Golden(x, reference, None, None, meta).arrays())
-    return {"reference_source": "host (same bundle)", "inputs": where, "samples": batch_size(x),
+    return {"reference_source": "host (same bundle)", "inputs": where, "samples": sample_files.batch_size(x),
             "host_backend": meta["host_backend"]}
 
 
@@ -168,8 +175,6 @@ def host_outputs(bundle: Path, x: np.ndarray) -> tuple[np.ndarray, str]:
 
 def check(name: str, bundles: list[str], golden: str | None = None, samples: int = 8) -> dict:
     profile = profiles.load(name)
-    if phone.is_phone(profile):  # phones run bundles through MediaPipe Tasks: devices/phone.py
-        return phone.check(name, bundles, per_class=samples)
     items = [read_bundle(b) for b in bundles]
     start = time.perf_counter()
     native = profile.get("qemu") is None and profile["arch"] == _host_arch()
@@ -192,7 +197,7 @@ def check(name: str, bundles: list[str], golden: str | None = None, samples: int
                 log(f"  SKIP {bundle.name}: {results[-1]['reason']}")
                 continue
             golden_path = Path(tmp) / f"golden-{i}.npz"
-            source = make_golden(bundle, manifest, samples, stage, golden_path, golden, inputs_cache)
+            source = make_golden(bundle, manifest, samples, golden_path, golden, inputs_cache)
             results.append(_run_on_device(profile, emulator, bundle, golden_path, stage, source))
             log("  " + format_result(results[-1]))
     checked = [r for r in results if r["status"] != "skipped"]
@@ -263,8 +268,6 @@ def format_result(r: dict) -> str:
 
 
 def run(args) -> int:
-    if phone.is_phone(profiles.load(args.name)):
-        return phone.run(args)
     summary = check(args.name, args.bundles, golden=args.golden, samples=args.samples)
     print(f"devices check {summary['device']} ({summary['title']})")
     if summary["emulation"]:

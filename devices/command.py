@@ -69,10 +69,10 @@ def run(args) -> int:
         profile = profiles.load(args.name)
         print(show_text(profile))
         return 0
-    if action == "check":
-        from edgekit.devices import check
+    if action == "check":  # a phone runs bundles through MediaPipe Tasks (devices/phone.py), a board under QEMU
+        from edgekit.devices import check, phone
 
-        return check.run(args)
+        return (phone if phone.is_phone(profiles.load(args.name)) else check).run(args)
     if action == "estimate":
         from edgekit.devices import estimate
 

@@ -96,7 +96,7 @@ def deploy(name: str, bundle_path: str, target: str, port: int = 22, identity: s
     qdir = shlex.quote(abs_dir)
     with tempfile.TemporaryDirectory(prefix="edgekit-deploy-") as tmp:
         stage = stage_runtime(Path(tmp) / "stage")
-        source = make_golden(bundle, manifest, samples, stage, stage / "golden.npz", golden)
+        source = make_golden(bundle, manifest, samples, stage / "golden.npz", golden)
         (stage / "bundle").mkdir()
         shutil.copytree(bundle, stage / "bundle" / bundle.name,
                         ignore=shutil.ignore_patterns("__pycache__"))

@@ -19,19 +19,16 @@ importing onnxruntime; qemu-user 10 runs both (docs/conversion-facts.md).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from edgekit.core import UserError, log
+from edgekit.core import UserError, atomic_dir, file_lock, log
 
 QEMU_SUITE = "trixie"          # qemu-user 10.x; its binaries are static, so no host libraries needed
 QEMU_MIN_MAJOR = 8             # 7.2 (bookworm) crashes in the backends
@@ -144,16 +141,8 @@ def require_tools(*tools: str) -> None:
                         f"qemu-user and the device's Python; {INSTALL_HINT}")
 
 
-@contextlib.contextmanager
 def _locked(name: str):
-    root = cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(cache_dir() / f".{name}.lock")
 
 
 def _run(argv: list[str], what: str, cwd: str | os.PathLike | None = None, hint: str = "") -> str:
@@ -205,19 +194,9 @@ def _unpack(debs: list[Path], root: Path) -> None:
         _run(["dpkg-deb", "-x", str(deb), str(root)], f"dpkg-deb -x {deb.name}")
 
 
-@contextlib.contextmanager
 def _building(final: Path):
     """A temporary folder next to `final`, renamed to it on success, removed on failure."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    try:
-        yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return atomic_dir(final)
 
 
 # --- qemu-user ----------------------------------------------------------------------------------

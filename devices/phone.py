@@ -32,7 +32,7 @@ import numpy as np
 from edgekit.core import UserError, atomic_write_json, log, sha256_file
 from edgekit.export import mediapipe_env
 from edgekit.export import metadata as tflite_metadata
-from edgekit.runtime import profiles
+from edgekit.runtime import formats, profiles
 
 MIN_AGREEMENT = 0.98       # MediaPipe's label = edgekit runtime's label on at least this share of photos
 DEFAULT_PER_CLASS = 8
@@ -172,9 +172,11 @@ def _compare(mp: np.ndarray, ek: np.ndarray, keras: np.ndarray | None, y: np.nda
 def check_bundle(bundle: Path, manifest: dict, per_class: int, data=None, with_keras: bool = True,
                  model_dir: str | Path | None = None) -> dict:
     result = {"bundle": bundle.name, "path": str(bundle)}
-    if manifest["format"] != "tflite":
+    fmt = formats.FORMATS.get(manifest["format"])
+    if fmt is None or not fmt.phone_apps:
+        apps = ", ".join(f.name for f in formats.FORMATS.values() if f.phone_apps)
         return {**result, "status": "skipped", "passed": None,
-                "reason": "MediaPipe Tasks run TFLite models only (use the tflite bundle on phones)"}
+                "reason": f"MediaPipe Tasks run {apps} models only (use that bundle on phones)"}
     input_spec = manifest["inputs"][0]
     why = tflite_metadata.why_not({**manifest, "preprocessing": manifest.get("preprocessing")}, input_spec)
     if why:

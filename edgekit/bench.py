@@ -30,18 +30,23 @@ from urllib.parse import quote
 import numpy as np
 
 from edgekit.core import log
+from edgekit.runtime import child
 
 _COLD_START = r"""
-import json, sys, time
+import sys, time
 t0 = time.perf_counter()
 from edgekit import runtime
-model = runtime.load(sys.argv[1], backend=None if sys.argv[2] == "auto" else sys.argv[2],
-                     threads=int(sys.argv[3]) if sys.argv[3] != "0" else None)
-probs = model.predict_tensors(model.example_tensors(1))
-elapsed = time.perf_counter() - t0
-from edgekit.runtime.timing import peak_rss_mb
-print(json.dumps({"in_process_s": elapsed, "peak_rss_mb": peak_rss_mb(), "backend": model.backend,
-                  "heavy_modules": sorted(m for m in ("tensorflow", "keras", "onnx", "tf2onnx") if m in sys.modules)}))
+from edgekit.runtime import child
+
+def work():
+    model = runtime.load(sys.argv[1], backend=None if sys.argv[2] == "auto" else sys.argv[2],
+                         threads=int(sys.argv[3]) if sys.argv[3] != "0" else None)
+    model.predict_tensors(model.example_tensors(1))
+    from edgekit.runtime.timing import peak_rss_mb
+    return {"in_process_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb(), "backend": model.backend,
+            "heavy_modules": sorted(m for m in ("tensorflow", "keras", "onnx", "tf2onnx") if m in sys.modules)}
+
+sys.exit(child.child_main(work))
 """
 
 
@@ -49,15 +54,14 @@ def cold_start(bundle: str | Path, backend: str | None = None, threads: int | No
     """Fresh interpreter: import runtime, load the bundle, first result. `cold_start_s` is the wall
     time of the whole process (interpreter start and exit included)."""
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _COLD_START, str(bundle), backend or "auto", str(threads or 0)],
-                          capture_output=True, text=True, timeout=300)
+    try:
+        result = child.run([sys.executable, "-c", _COLD_START, str(bundle), backend or "auto", str(threads or 0)],
+                           timeout=300, what="the cold-start process")
+    except child.ChildFailed as exc:
+        raise RuntimeError(str(exc)) from None
     wall = time.perf_counter() - t
-    if proc.returncode != 0:
-        lines = [l for l in proc.stderr.splitlines() if l.strip() and not l.startswith("INFO:")]
-        raise RuntimeError(f"cold-start process failed: {lines[-1] if lines else proc.returncode}")
-    child = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"cold_start_s": round(wall, 3), "cold_start_in_process_s": round(child["in_process_s"], 3),
-            "cold_start_peak_rss_mb": child["peak_rss_mb"], "cold_start_heavy_modules": child["heavy_modules"]}
+    return {"cold_start_s": round(wall, 3), "cold_start_in_process_s": round(result["in_process_s"], 3),
+            "cold_start_peak_rss_mb": result["peak_rss_mb"], "cold_start_heavy_modules": result["heavy_modules"]}
 
 
 def _keras_timings(model_dir: str, x, runs: int, warmup: int, allow_unsafe: bool) -> dict:

@@ -11,12 +11,14 @@ import importlib
 import sys
 
 from edgekit import __version__
-from edgekit.runtime.cli import ArgumentParser, positive_int, run_command
+from edgekit.export.formats import NAMES as FORMATS  # the registries: formats, recipes, kinds
+from edgekit.export.recipes import IO_TYPES, variants
+from edgekit.runtime.commandline import BACKEND_CHOICES, ArgumentParser, positive_int, run_command
+from edgekit.runtime.kinds import KINDS
 from edgekit.train import TASKS  # the registered training kinds (train/__init__.py KINDS)
 
-FORMATS = ("tflite", "onnx")
-VARIANTS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 BACKBONES = ("mobilenet_v2", "vgg16", "resnet50", "inception_v3")
+OUTSIDE_TASKS = tuple(name for name, kind in KINDS.items() if kind.outside_models)
 
 
 def _csv_choice(valid: tuple[str, ...]):
@@ -83,7 +85,7 @@ def _add_export(sub) -> None:
                    help="representative inputs for int8/int16x8: array `x` (one-input model) or one array "
                         "per input name (default: the model directory's calibration.npz)")
     p.add_argument("--name", help="bundle name (default: the .keras file's stem, or the model's name)")
-    p.add_argument("--task", choices=("tensor", "image", "text"),
+    p.add_argument("--task", choices=OUTSIDE_TASKS,
                    help="pre/post-processing for an outside model (default: tensor, inputs as arrays)")
     p.add_argument("--preprocess", metavar="PRESET",
                    help="--task image: mobilenet_v2, resnet50, efficientnet or scale:A/B (e.g. scale:1/255)")
@@ -92,11 +94,11 @@ def _add_export(sub) -> None:
     p.add_argument("--max-len", type=positive_int, help="--task text: token sequence length")
     p.add_argument("--formats", type=_csv_choice(FORMATS), default=list(FORMATS),
                    help="comma-separated: " + ",".join(FORMATS))
-    p.add_argument("--variants", type=_csv_choice(VARIANTS), default=list(VARIANTS),
-                   help="comma-separated: " + ",".join(VARIANTS))
+    p.add_argument("--variants", type=_csv_choice(variants()), default=list(variants()),
+                   help="comma-separated: " + ",".join(variants()))
     p.add_argument("--calibration-samples", type=positive_int, default=200,
                    help="representative samples for full-integer calibration (default 200)")
-    p.add_argument("--int8-io", choices=("float32", "int8", "uint8"), default="float32",
+    p.add_argument("--int8-io", choices=IO_TYPES, default="float32",
                    help="input/output type of the full int8 TFLite variant")
     p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (>= 17)")
     p.add_argument("--device", help="also check ops against this device profile's backends")
@@ -137,8 +139,7 @@ def _add_predict(sub) -> None:
     p.add_argument("bundle", metavar="BUNDLE")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("--json", action="store_true", help="print results as JSON")
-    p.add_argument("--backend", choices=("auto", "litert", "tflite_runtime", "tensorflow", "onnxruntime"),
-                   default="auto")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
     p.add_argument("--threads", type=positive_int)
     p.add_argument("--device", help="device profile supplying runtime defaults")
     p.add_argument("--top-k", type=positive_int, default=3)
@@ -163,8 +164,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--baseline", metavar="BUNDLE",
                    help="also time another bundle in the same loop (e.g. fp32 next to int8)")
     p.add_argument("--json", dest="json_path", metavar="FILE", help="write results as JSON")
-    p.add_argument("--backend", choices=("auto", "litert", "tflite_runtime", "tensorflow", "onnxruntime"),
-                   default="auto")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
     p.add_argument("--allow-unsafe", action="store_true")
     p.add_argument("--serve", type=positive_int, nargs="?", const=0, metavar="CLIENTS",
                    help="also time the bundle through `edgekit serve` over loopback with CLIENTS client "

@@ -8,11 +8,20 @@
     for r in results: r.format, r.variant, r.status ("ok"/"skipped"/"failed"), r.reason, r.bundle,
                       r.size_bytes, r.seconds
 
-Modules: recipes (the variant table and naming scheme), tflite / onnx (one per format), lstm (tf-keras
-rebuild of recurrent models), opcheck, manifest, source (model dir inputs), worker (child process),
-exporter (orchestration), command (`edgekit export`).
+Modules: recipes (the recipes as data and their naming scheme), formats (the host-half registry), one
+host half per format (tflite, onnx; with tflite_debug / onnx_debug for per-layer error and fix candidates,
+lstm for the tf-keras rebuild of recurrent models, onnx_quantize for the one ONNX quantizer, metadata and
+mediapipe_* for phone-app metadata), keras_layers, opcheck, manifest, source (model inputs), worker
+(child process), exporter (orchestration), command (`edgekit export`).
 """
 
-from edgekit.export.exporter import ExportResult, bundle_name, export_model
-
 __all__ = ["ExportResult", "bundle_name", "export_model"]
+
+
+def __getattr__(name: str):
+    # Lazy, so that importing one export module (a format's, the registry) does not import all of them.
+    if name in __all__:
+        from edgekit.export import exporter
+
+        return getattr(exporter, name)
+    raise AttributeError(f"module 'edgekit.export' has no attribute {name!r}")

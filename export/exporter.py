@@ -23,9 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgekit.core import UserError, atomic_dir, atomic_write_json, log, sha256_file
-from edgekit.export import formats, opcheck, recipes, source
-from edgekit.export import metadata as tflite_metadata
+from edgekit.core import UserError, atomic_dir, atomic_write_json, format_bytes, log, sha256_file
+from edgekit.export import formats as registered_formats
+from edgekit.export import opcheck, recipes, source
 from edgekit.export.manifest import MANIFEST_FILE, build_manifest
 from edgekit.runtime import profiles
 from edgekit.train.io import keras_layer_names, model_file
@@ -58,7 +58,7 @@ def bundle_name(name: str, fmt: str, variant: str) -> str:
     return f"{name}-{fmt}-{variant}"
 
 
-def export_model(model_dir, out_dir, formats=recipes.FORMATS, variants=recipes.VARIANTS,
+def export_model(model_dir, out_dir, formats=None, variants=None,
                  calibration_samples: int = 200, int8_io: str = "float32", opset: int = 17,
                  device: str | None = None, keep_float_layers: list[str] | None = None,
                  allow_unsafe: bool = False, model_options: dict | None = None) -> list[ExportResult]:
@@ -80,10 +80,10 @@ def export_model(model_dir, out_dir, formats=recipes.FORMATS, variants=recipes.V
             return export_model(view, out_dir, formats, variants, calibration_samples, int8_io, opset,
                                 device, keep_float_layers, allow_unsafe)
     model_dir, out_dir = Path(model_dir), Path(out_dir).resolve()  # the worker runs in its own cwd
-    formats, variants = _checked_choices(formats, recipes.FORMATS, "format"), \
-        _checked_choices(variants, recipes.VARIANTS, "variant")
-    if int8_io not in recipes.INT8_IO_TYPES:
-        raise UserError(f"int8_io must be one of {', '.join(recipes.INT8_IO_TYPES)}, not {int8_io!r}")
+    chosen_formats = _checked_choices(formats or registered_formats.NAMES, registered_formats.NAMES, "format")
+    variants = _checked_choices(variants or recipes.variants(), recipes.variants(), "variant")
+    if int8_io not in recipes.IO_TYPES:
+        raise UserError(f"int8_io must be one of {', '.join(recipes.IO_TYPES)}, not {int8_io!r}")
     if opset < 17:
         raise UserError(f"ONNX opset {opset} is too old; use 17 or newer")
     if calibration_samples < 1:
@@ -92,14 +92,13 @@ def export_model(model_dir, out_dir, formats=recipes.FORMATS, variants=recipes.V
     profile = profiles.load(device) if device else None
     _check_layer_names(keep_float_layers, model_file(model_dir, allow_unsafe))
 
-    plan: list[tuple[str, str]] = [(f, v) for f in formats for v in variants]
+    plan: list[tuple[str, str]] = [(f, v) for f in chosen_formats for v in variants]
     results, to_convert = _skipped_and_to_convert(plan, model_dir, profile)
-    chosen = {(fmt, v): recipes.RECIPES[(fmt, v)].keeping_float(keep_float_layers)
+    chosen = {(fmt, v): recipes.get(v).keeping_float(keep_float_layers).with_io_type(int8_io)
               for fmt, fmt_variants in to_convert.items() for v in fmt_variants}
     settings = {"opset": opset, "io_dtype": "float32", "device": device,
                 "calibration_samples": _calibration_used(model_dir, chosen.values(), calibration_samples)}
     context = _Context(model_dir, out_dir, metadata, profile, settings, plan, results, chosen)
-    context.int8_io = int8_io
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", suffix=".staging", dir=out_dir))
     try:
@@ -107,7 +106,7 @@ def export_model(model_dir, out_dir, formats=recipes.FORMATS, variants=recipes.V
             if key in results:
                 context.report(results[key])
         requests = {fmt: {"model_dir": str(model_dir.resolve()), "allow_unsafe": allow_unsafe, "format": fmt,
-                          "calibration_samples": calibration_samples, "int8_io": int8_io, "opset": opset,
+                          "calibration_samples": calibration_samples, "opset": opset,
                           "recipes": {v: chosen[(fmt, v)].to_json() for v in fmt_variants}}
                     for fmt, fmt_variants in to_convert.items() if fmt_variants}
         # The formats convert at the same time where there are cores for it: each worker is a single
@@ -129,15 +128,15 @@ def _skipped_and_to_convert(plan, model_dir: Path, profile) -> tuple[dict, dict[
     results: dict[tuple[str, str], ExportResult] = {}
     to_convert: dict[str, list[str]] = {}
     for fmt, variant in plan:
-        recipe = recipes.recipe_for(fmt, variant)
-        why_not = recipes.UNAVAILABLE.get((fmt, variant)) if recipe is None else \
-            profiles.format_unsupported_by(profile, fmt)
+        recipe = recipes.get(variant)
+        unsupported = registered_formats.host(fmt).unsupported(recipe)
+        why_not = unsupported or profiles.format_unsupported_by(profile, fmt)
         if not why_not and recipe.calibrated and not (model_dir / source.CALIBRATION_FILE).is_file():
             why_not = ("needs representative inputs to calibrate: pass --calibration FILE.npz (`x`, or one "
                        "array per input name)")
         if why_not:
-            results[(fmt, variant)] = ExportResult(fmt, variant, recipe.name if recipe else None,
-                                                   "skipped", why_not)
+            results[(fmt, variant)] = ExportResult(fmt, variant, None if unsupported else
+                                                   registered_formats.recipe_name(fmt, recipe), "skipped", why_not)
         else:
             to_convert.setdefault(fmt, []).append(variant)
     return results, to_convert
@@ -187,13 +186,16 @@ class _Context:
         self.reported = 0
         self.lock = threading.Lock()
 
+    def recipe_name(self, fmt: str, variant: str) -> str:
+        return registered_formats.recipe_name(fmt, self.recipes[(fmt, variant)])
+
     def report(self, result: ExportResult) -> None:
         with self.lock:  # the formats' workers report from their own threads
             self.results[(result.format, result.variant)] = result
             self.reported += 1
             head = f"[{self.reported}/{len(self.plan)}] {result.format} {result.variant} ..."
             if result.status == "ok":
-                log(f"{head} ok {_size(result.size_bytes)} ({result.seconds:.1f} s)")
+                log(f"{head} ok {format_bytes(result.size_bytes)} ({result.seconds:.1f} s)")
             else:
                 log(f"{head} {result.status}: {result.reason}" +
                     (f" ({result.seconds:.1f} s)" if result.seconds else ""))
@@ -248,7 +250,7 @@ def _run_workers(request: dict, variants: list[str], staging: Path, context: _Co
             variant, since = started
             remaining.remove(variant)
             context.report(ExportResult(request["format"], variant,
-                                        recipes.RECIPES[(request["format"], variant)].name, "failed",
+                                        context.recipe_name(request["format"], variant), "failed",
                                         _death_reason(code, stderr_path),
                                         seconds=round(time.perf_counter() - since, 2)))
         elif remaining and not progressed:  # died before converting anything: do not loop forever
@@ -256,8 +258,7 @@ def _run_workers(request: dict, variants: list[str], staging: Path, context: _Co
             for variant in list(remaining):
                 remaining.remove(variant)
                 context.report(ExportResult(request["format"], variant,
-                                            recipes.RECIPES[(request["format"], variant)].name,
-                                            "failed", reason))
+                                            context.recipe_name(request["format"], variant), "failed", reason))
 
 
 def _death_reason(code: int, stderr_path: Path) -> str:
@@ -275,7 +276,8 @@ def _finish_variant(fmt: str, event: dict, context: _Context) -> ExportResult:
     """Op-check a converted file and write its bundle (or turn the event into a skipped/failed result)."""
     variant = event["variant"]
     recipe = context.recipes[(fmt, variant)]
-    result = ExportResult(fmt, variant, recipe.name, event["status"], event.get("reason", ""),
+    host = registered_formats.host(fmt)
+    result = ExportResult(fmt, variant, host.recipe_name(recipe), event["status"], event.get("reason", ""),
                           seconds=event.get("seconds", 0.0))
     if result.status != "ok":
         return result
@@ -284,37 +286,28 @@ def _finish_variant(fmt: str, event: dict, context: _Context) -> ExportResult:
     if problems:
         result.status, result.reason = "failed", "op check: " + "; ".join(problems)
         return result
-    settings = dict(context.settings)
+    settings = host.export_settings(recipe, dict(context.settings))
     if not recipe.calibrated:
         settings["calibration_samples"] = None
-    if fmt == "tflite" and variant == "int8":
-        settings["io_dtype"] = context.int8_io  # float inputs/outputs only; token ids stay int32
-    if fmt != "onnx":
-        settings["opset"] = None
     settings["seconds"] = result.seconds
     name = context.metadata["name"]
     final = context.out_dir / bundle_name(name, fmt, variant)
     with atomic_dir(final) as tmp:
-        model_path = tmp / formats.FILE_NAMES[fmt]
+        model_path = tmp / registered_formats.file_name(fmt)
         shutil.copyfile(event["file"], model_path)
-        if fmt == "tflite":  # phone-app metadata changes the file's bytes: before the manifest's sha256
-            settings["tflite_metadata"] = tflite_metadata.write(model_path, context.metadata,
-                                                                details["inputs"][0], final.name)
+        # phone-app metadata changes the file's bytes: written before the manifest's sha256
+        written = host.write_metadata(model_path, context.metadata, details["inputs"][0], final.name)
+        if written is not None:
+            settings[f"{fmt}_metadata"] = written
         assets = context.model_dir / "assets"
         if assets.is_dir():
             shutil.copytree(assets, tmp / "assets")
-        manifest = build_manifest(fmt=fmt, variant=variant, recipe=recipe, model_path=model_path,
-                                  details=details, metadata=context.metadata,
+        manifest = build_manifest(fmt=fmt, variant=variant, recipe=recipe, recipe_name=host.recipe_name(recipe),
+                                  model_path=model_path, details=details, metadata=context.metadata,
                                   source_sha256=context.source_sha256, settings=settings)
         atomic_write_json(tmp / MANIFEST_FILE, manifest)
     result.bundle, result.size_bytes = final, manifest["size_bytes"]
     return result
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} KB"
 
 
 def _log_summary(results: list[ExportResult]) -> None:
@@ -322,7 +315,7 @@ def _log_summary(results: list[ExportResult]) -> None:
     log(f"{'format':<7} {'variant':<8} {'recipe':<18} {'status':<8} {'size':>10} {'time':>7}  bundle / reason")
     for r in results:
         where = r.bundle.name if r.bundle else r.reason
-        log(f"{r.format:<7} {r.variant:<8} {r.recipe or '-':<18} {r.status:<8} {_size(r.size_bytes):>10} "
+        log(f"{r.format:<7} {r.variant:<8} {r.recipe or '-':<18} {r.status:<8} {format_bytes(r.size_bytes):>10} "
             f"{r.seconds:>6.1f}s  {where}")
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
     log(f"wrote {counts['ok']}, skipped {counts['skipped']}, failed {counts['failed']}")

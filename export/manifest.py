@@ -11,8 +11,8 @@ from edgekit.export.recipes import Recipe
 MANIFEST_FILE = "manifest.json"
 
 
-def build_manifest(*, fmt: str, variant: str, recipe: Recipe, model_path: Path, details: dict,
-                   metadata: dict, source_sha256: str, settings: dict) -> dict:
+def build_manifest(*, fmt: str, variant: str, recipe: Recipe, recipe_name: str, model_path: Path,
+                   details: dict, metadata: dict, source_sha256: str, settings: dict) -> dict:
     """The manifest of the model file at `model_path` (already in its bundle folder).
 
     details: what the worker read back from the file (inputs, outputs, ops, converter_path,
@@ -22,7 +22,7 @@ def build_manifest(*, fmt: str, variant: str, recipe: Recipe, model_path: Path, 
         "edgekit_version": __version__,
         "format": fmt,
         "variant": variant,
-        "recipe": recipe.name,
+        "recipe": recipe_name,                      # the naming-scheme name in this format
         "float_layers": list(recipe.float_layers),  # part of the recipe: what it left in float
         "model_file": model_path.name,
         "sha256": sha256_file(model_path),

@@ -17,19 +17,17 @@ The scripts run there (export/mediapipe_tasks.py) take a JSON request and print 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from edgekit.core import UserError, log
+from edgekit.core import UserError, atomic_dir, file_lock, log
+from edgekit.runtime import child
 from edgekit.runtime.errors import last_line
 
 MEDIAPIPE_VERSION = "0.10.21"
@@ -67,16 +65,8 @@ def find() -> Path | None:
     return python_path(final) if (final / ".complete").is_file() else None
 
 
-@contextlib.contextmanager
 def _locked():
-    root = cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".build.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(cache_dir() / ".build.lock")
 
 
 def _pip(python: Path, args: list[str], what: str) -> None:
@@ -101,30 +91,23 @@ def ensure() -> Path:
         if not (final / ".complete").is_file():
             log(f"mediapipe: building a MediaPipe {MEDIAPIPE_VERSION} environment in {final} (first run only)")
             start = time.perf_counter()
-            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-            try:
-                # The venv's scripts hold its path: build it where it will stay, move only on success.
-                staging = tmp / "env"
+            with atomic_dir(final) as staging:
                 proc = subprocess.run([sys.executable, "-m", "venv", str(staging)], capture_output=True,
                                       text=True)
                 if proc.returncode != 0:
                     raise UserError(f"python -m venv failed: {last_line(proc.stderr)}")
                 _pip(python_path(staging), ["--no-deps", MAIN_PACKAGE], MAIN_PACKAGE)
                 _pip(python_path(staging), PACKAGES, ", ".join(PACKAGES))
-                (staging / ".complete").write_text(" ".join([MAIN_PACKAGE, *PACKAGES]) + "\n")
-                if final.exists():
-                    shutil.rmtree(final)
-                _relocate(staging, final)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+            # The venv's scripts hold the path it was built at: rewritten after the rename, and only
+            # then marked complete (find() trusts nothing else).
+            _rewrite_paths(final, str(staging), str(final))
+            (final / ".complete").write_text(" ".join([MAIN_PACKAGE, *PACKAGES]) + "\n")
             log(f"  MediaPipe environment ready in {time.perf_counter() - start:.0f} s")
     return python_path(final)
 
 
-def _relocate(staging: Path, final: Path) -> None:
-    """Move a built venv and rewrite the absolute paths in its scripts and pyvenv.cfg."""
-    os.replace(staging, final)
-    old, new = str(staging), str(final)
+def _rewrite_paths(final: Path, old: str, new: str) -> None:
+    """Rewrite the absolute build path in a moved venv's scripts and pyvenv.cfg."""
     for path in [final / "pyvenv.cfg", *(final / "bin").iterdir()]:
         if path.is_file() and not path.is_symlink():
             try:
@@ -136,8 +119,9 @@ def _relocate(staging: Path, final: Path) -> None:
 
 
 def run(action: str, request: dict, timeout: float = RUN_TIMEOUT_S) -> dict:
-    """Run `action` of export/mediapipe_tasks.py in the environment; return its JSON answer.
-    Raises UserError with one line when the environment or the action fails."""
+    """Run `action` of export/mediapipe_tasks.py in the environment; return its answer (the child
+    protocol of edgekit/runtime/child.py). Raises UserError with one line when the environment or the
+    action fails."""
     python = ensure()
     with tempfile.TemporaryDirectory(prefix="edgekit-mediapipe-") as tmp:
         request_path = Path(tmp) / "request.json"
@@ -145,16 +129,7 @@ def run(action: str, request: dict, timeout: float = RUN_TIMEOUT_S) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
         env.update(PYTHONNOUSERSITE="1", GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2")
         try:
-            proc = subprocess.run([str(python), str(SCRIPT), action, str(request_path)], cwd=tmp, env=env,
-                                  capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise UserError(f"MediaPipe {action} timed out after {timeout:.0f} s") from None
-    answer = None
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("{"):
-            answer = json.loads(line)
-            break
-    if proc.returncode != 0 or answer is None:
-        detail = (answer or {}).get("error") or last_line(proc.stderr) or f"exit {proc.returncode}"
-        raise UserError(f"MediaPipe {action} failed: {detail}")
-    return answer
+            return child.run([str(python), str(SCRIPT), action, str(request_path)], cwd=tmp, env=env,
+                             timeout=timeout, what=f"MediaPipe {action}")
+        except child.ChildFailed as exc:
+            raise UserError(f"MediaPipe {action} failed: {exc}") from None

@@ -1,6 +1,7 @@
 """Runs INSIDE the cached MediaPipe 0.10.21 environment (export/mediapipe_env.py), never in edgekit's:
-`python mediapipe_tasks.py ACTION REQUEST.json` prints one JSON line. It imports only MediaPipe and
-numpy<2 (no edgekit), so it works with that environment's packages.
+`python mediapipe_tasks.py ACTION REQUEST.json` ends with edgekit's child-process result line
+(`EDGEKIT-RESULT {...}`, edgekit/runtime/child.py), written here by hand: it imports only MediaPipe
+and numpy<2 (no edgekit), so it works with that environment's packages.
 
 Actions:
   write_image_metadata  {model, out, name, description, mean, std, labels}: TFLite Model Metadata for
@@ -69,6 +70,9 @@ ACTIONS = {"write_image_metadata": write_image_metadata, "read_metadata": read_m
            "classify_images": classify_images}
 
 
+MARKER = "EDGEKIT-RESULT "   # edgekit/runtime/child.py
+
+
 def main(argv: list) -> int:
     action, request_path = argv
     with open(request_path, encoding="utf-8") as f:
@@ -77,9 +81,9 @@ def main(argv: list) -> int:
         answer = ACTIONS[action](request)
     except Exception as exc:  # one line back to the caller, which raises a UserError with it
         lines = [line for line in str(exc).splitlines() if line.strip()]
-        print(json.dumps({"error": f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]}))
+        print(MARKER + json.dumps({"ok": False, "error": f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]}))
         return 1
-    print(json.dumps(answer))
+    print(MARKER + json.dumps({"ok": True, "result": answer}))
     return 0
 
 

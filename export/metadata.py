@@ -8,6 +8,7 @@ What is written, per task (docs/phones.md explains the why):
   result is what MediaPipe Tasks accept. Not written for BGR models (caffe-mode backbones: MediaPipe
   always feeds RGB) or integer image inputs (--int8-io int8/uint8: MediaPipe then feeds raw 0..255
   pixels, not our quantized normalized values).
+The model kinds say which task can run a model, or why none can (runtime/kinds.py `mediapipe_task`):
 - text: not written. MediaPipe's RegexTokenizer (measured with an identity model, 0.10.21) does not
   lowercase, splits on a delimiter regex (our standardization deletes punctuation inside words:
   "it's" -> "its"), prepends <START> and pads AFTER the tokens; our LSTM is trained on
@@ -29,33 +30,25 @@ from pathlib import Path
 
 from edgekit.core import UserError, log
 from edgekit.export import mediapipe_env
+from edgekit.runtime.errors import EdgekitError
+from edgekit.runtime.kinds import kind_of
+
+WRITERS = ("ImageClassifier",)   # the MediaPipe tasks whose metadata edgekit writes
 
 WRITER = f"mediapipe {mediapipe_env.MEDIAPIPE_VERSION} metadata_writers"
-TEXT_REASON = ("MediaPipe's RegexTokenizer cannot express our text preprocessing: it does not "
-               "lowercase, it splits on a delimiter regex where we delete punctuation inside words, it "
-               "prepends <START> and pads after the tokens where our LSTM was trained on pre-padded ids")
-SPEECH_REASON = ("MediaPipe's AudioClassifier feeds raw waveform samples to the model; this model "
-                 "takes log-mel/MFCC frames from edgekit's numpy front end")
 
 
 def why_not(metadata: dict, input_spec: dict) -> str | None:
-    """Why no MediaPipe metadata can describe this model's input (None: it can)."""
-    task = metadata.get("task")
-    params = metadata.get("preprocessing") or {}
-    if task == "text":
-        return TEXT_REASON
-    if task == "speech":
-        return SPEECH_REASON
-    if task != "image":
-        return f"no MediaPipe task for {task!r} models"
-    if params.get("channel_order", "RGB") != "RGB":
-        return (f"the model takes {params.get('channel_order')} input ({params.get('mode')} mode); "
-                "MediaPipe feeds RGB")
-    if not metadata.get("labels") or not params.get("mean") or not params.get("std"):
-        return "the model has no labels or no normalization mean/std to describe"
-    if input_spec.get("dtype") != "float32":
-        return (f"the model's input is {input_spec.get('dtype')}: MediaPipe would feed raw 0..255 pixels; "
-                "export with --int8-io float32 (the default)")
+    """Why no MediaPipe metadata can describe this model's input (None: it can): the model kind's
+    answer (runtime/kinds.py `mediapipe_task`); edgekit writes ImageClassifier metadata."""
+    try:
+        task, reason = kind_of(metadata.get("task")).mediapipe_task(metadata, input_spec)
+    except EdgekitError as exc:
+        return str(exc)
+    if task is None:
+        return reason
+    if task not in WRITERS:
+        return f"edgekit writes no MediaPipe {task} metadata"
     return None
 
 

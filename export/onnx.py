@@ -3,10 +3,8 @@
 - fp32: `tf2onnx.convert.from_function` on the Keras 3 model's call with a dynamic batch dimension;
   calls Keras compiles with XLA (grouped convolutions) are inlined first (`_convert_inlining_xla_calls`);
   LSTMs become one ONNX `LSTM` op. Graph input/output are named after edgekit.json (`tokens`, `probs`).
-- int8: onnxruntime's `quant_pre_process` (folds BatchNorm's Mul/Add into the Conv before it), then
-  `quantize_static` in QDQ format, per-channel int8 weights (7-bit, reduce_range), int8 activations,
-  calibrated by a CalibrationDataReader over the same representative data as TFLite.
-  `keep_float_layers` (Keras layer names) excludes those layers' nodes from quantization.
+- int8: export/onnx_quantize.py `quantize_int8` (onnxruntime's pre-processing, then static QDQ
+  quantization calibrated on the same representative data as TFLite).
 Every file passes `onnx.checker.check_model(full_check=True)` before it is accepted.
 """
 
@@ -17,11 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.core import quiet_tensorflow
-from edgekit.export.formats import FILE_NAMES
-from edgekit.export.opcheck import layers_of
+from edgekit.export import onnx_quantize, recipes
+from edgekit.export.keras_layers import keras_layer_names
+from edgekit.export.onnx_quantize import quantize_int8
+from edgekit.runtime import formats as device_formats
 
-FILE_NAME = FILE_NAMES["onnx"]
+FORMAT = device_formats.get("onnx")
+FILE_NAME = FORMAT.file_name
 MIN_OPSET = 17
+
 
 
 def convert_fp32(model, path: str | Path, opset: int = MIN_OPSET, metadata: dict | None = None) -> None:
@@ -109,7 +111,6 @@ def _freeze_captured_tensors(proto, concrete) -> None:
 def _erfc_as_erf(ctx, node, name, args):
     """tf2onnx has no handler for TF's Erfc, which the exact GELU (Keras' "gelu" activation) uses:
     erfc(x) = 1 - erf(x) in standard ONNX ops (absolute error ~1e-7)."""
-    import numpy as np
     from tf2onnx import utils
 
     x, output = node.input[0], node.output[0]
@@ -139,107 +140,47 @@ def _rename_graph_io(proto, input_names: list[str], output_names: list[str]) -> 
                 node.output[i] = renames[name]
 
 
-def quantize_int8(fp32_path: str | Path, path: str | Path, calibration: np.ndarray,
-                  layer_names: set[str] | None = None, keep_float_layers: list[str] | None = None, *,
-                  keep_float_nodes: list[str] | None = None, calibration_method: str = "MinMax") -> None:
-    """Static QDQ int8 quantization of the float ONNX file at `fp32_path` into `path` (after
-    onnxruntime's pre-processing; `keep_float_layers` is matched on the pre-processed graph's nodes).
-    The one place edgekit quantizes ONNX: verify's fix search (verify/fix.py) calls it too, with
-    `keep_float_nodes` (ONNX node names, or the tensors they produce, left in float) and another
-    `calibration_method` (onnxruntime's CalibrationMethod name: MinMax, Percentile, Entropy)."""
-    import tempfile
+# -- the host-half interface (export/formats.py) ----------------------------------------------------
 
-    with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        _prepare_for_quantization(fp32_path, prepared)
-        _quantize_prepared(prepared, path, calibration, layer_names, keep_float_layers,
-                           keep_float_nodes or [], calibration_method)
+def unsupported(recipe: recipes.Recipe) -> str | None:
+    """Why edgekit does not write this recipe as ONNX (measured: docs/conversion-facts.md)."""
+    if recipe.weights == "float16":
+        return ("onnxruntime's CPU provider runs most fp16 ops by casting back to float32: no speed or "
+                "accuracy reason to ship it; use onnx fp32")
+    if recipe.mode == "dynamic":
+        return ("onnxruntime quantize_dynamic ran CNNs 10x slower than fp32 (ConvInteger kernels); use onnx "
+                "int8 (static QDQ)")
+    if recipe.activations == "int16":
+        return "edgekit has no 16-bit-activation ONNX recipe; use tflite int16x8 or onnx int8"
+    return None
 
 
-def _prepare_for_quantization(fp32_path: str | Path, path: str | Path) -> None:
-    """onnxruntime's own pre-quantization step (its basic graph optimizations and ONNX shape inference)
-    applied to the float graph. Why it matters: Keras 3's BatchNormalization after a depthwise conv comes
-    out of tf2onnx as a per-channel Mul + Add that tf2onnx does not fold into the Conv; quantized per
-    tensor between Conv and Mul, the channels BatchNorm scales up lose all their precision. Folded here
-    into the Conv, the per-channel weight scales absorb them (as TFLite does): EfficientNetB0's int8
-    agreement with Keras went from 53% to 95% (TFLite int8: 92%). ONNX shape inference runs; the
-    symbolic one is skipped (it needs sympy, and tf2onnx's graphs carry their shapes)."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    quant_pre_process(str(fp32_path), str(path), skip_symbolic_shape=True)
+def refusal(recipe: recipes.Recipe, layer_classes: set[str]) -> str | None:
+    return None
 
 
-def _quantize_prepared(fp32_path: Path, path: str | Path, calibration, layer_names: set[str] | None,
-                       keep_float_layers: list[str] | None, keep_float_nodes: list[str],
-                       calibration_method: str) -> None:
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    proto = onnx.load(str(fp32_path))
-    initializers = {i.name for i in proto.graph.initializer}
-    graph_inputs = [v for v in proto.graph.input if v.name not in initializers]
-    exclude: list[str] = []
-    if keep_float_layers:
-        wanted = set(keep_float_layers)
-        exclude = [node.name for node in proto.graph.node
-                   if wanted.intersection(layers_of([node.name, *node.output], layer_names or wanted))]
-        if not exclude:
-            raise ValueError(f"keep_float_layers: no ONNX nodes found for {', '.join(keep_float_layers)}")
-    if keep_float_nodes:
-        wanted = set(keep_float_nodes)
-        exclude += [node.name for node in proto.graph.node
-                    if node.name not in exclude and wanted.intersection([node.name, *node.output])]
-    arrays = _input_arrays(calibration, [v.name for v in graph_inputs])
-    arrays = [a.astype(_value_dtype(v)) for a, v in zip(arrays, graph_inputs)]
-
-    class Calibration(CalibrationDataReader):
-        """Representative samples, one batch-1 feed per step."""
-
-        def __init__(self):
-            self._feeds = iter([{v.name: a[i:i + 1] for v, a in zip(graph_inputs, arrays)}
-                                for i in range(len(arrays[0]))])
-
-        def get_next(self):
-            return next(self._feeds, None)
-
-    # reduce_range (7-bit weights): onnxruntime's x86 int8 kernels multiply with VPMADDUBSW, whose 16-bit
-    # pair sums saturate with full-range weights; on the CIFAR MobileNetV2 that took agreement with the
-    # fp32 graph from 0.885 to 0.66 on x86, while ARM's kernels gave other numbers (0.09-0.31 apart):
-    # with 7-bit weights the same file computes the same thing on both.
-    quantize_static(str(fp32_path), str(path), Calibration(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    reduce_range=True, nodes_to_exclude=exclude,
-                    calibrate_method=getattr(CalibrationMethod, calibration_method))
+def recipe_name(recipe: recipes.Recipe) -> str:
+    """Static integer recipes are written as QuantizeLinear/DequantizeLinear pairs: `qdq_...`."""
+    return recipe.name.replace("static_", "qdq_", 1) if recipe.mode == "static" else recipe.name
 
 
-def _input_arrays(x, names: list[str]) -> list[np.ndarray]:
-    """`x` (one array, a list in input order, or a mapping name -> array) as a list in `names` order."""
-    if isinstance(x, dict):
-        if len(names) == 1 and names[0] not in x and len(x) == 1:
-            return [np.asarray(next(iter(x.values())))]
-        return [np.asarray(x[name]) for name in names]
-    arrays = [np.asarray(a) for a in x] if isinstance(x, (list, tuple)) else [np.asarray(x)]
-    if len(arrays) != len(names):
-        raise ValueError(f"the model takes {len(names)} inputs, got {len(arrays)}")
-    return arrays
+def export_settings(recipe: recipes.Recipe, settings: dict) -> dict:
+    """QDQ models keep float inputs and outputs (the recipe's integer I/O type does not apply)."""
+    return {**settings, "io_dtype": "float32"}
 
 
-def _value_dtype(value) -> np.dtype:
-    from onnx.helper import tensor_dtype_to_np_dtype
+def op_problems(op_records: list[dict], layer_classes: dict[str, str]) -> list[tuple[str, list[str], str]]:
+    return []   # every ONNX op tf2onnx and onnxruntime's quantizer write runs in onnxruntime
 
-    return tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+
+def write_metadata(model_path: Path, metadata: dict, input_spec: dict, label: str) -> dict | None:
+    return None  # no phone-app metadata for ONNX
 
 
 def export_variant(recipe, model, metadata: dict, request: dict, calibration, staging: Path,
                    cache: dict) -> Path:
-    """The format interface (export/formats.py): write `recipe` of `model` into `staging`, return the file.
-    The fp32 graph is converted once per worker (`cache`) and quantized from there."""
+    """Write `recipe` of `model` into `staging` and return the file. The fp32 graph is converted once
+    per worker (`cache`) and quantized from there."""
     import shutil
 
     if "fp32" not in cache:
@@ -247,21 +188,19 @@ def export_variant(recipe, model, metadata: dict, request: dict, calibration, st
         convert_fp32(model, fp32, opset=request["opset"], metadata=metadata)
         check(fp32)
         cache["fp32"] = fp32
-    path, variant = staging / FILE_NAME, recipe.variant
-    if variant == "fp32":
+    path = staging / FILE_NAME
+    if recipe.mode == "float":
         shutil.copyfile(cache["fp32"], path)
-    elif variant == "int8":
-        from edgekit.export.tflite import keras_layer_names
-
-        quantize_int8(cache["fp32"], path, calibration, keras_layer_names(model), list(recipe.float_layers))
     else:
-        raise ValueError(f"no ONNX recipe for {variant}")
+        quantize_int8(cache["fp32"], path, calibration, keras_layer_names(model), list(recipe.float_layers),
+                      calibration_method=onnx_quantize.CALIBRATION_METHODS[recipe.calibration_method],
+                      per_channel=recipe.granularity == "per_channel")
     check(path)
     return path
 
 
-def conversion_path(model, variant: str) -> str:
-    return "tf2onnx" if variant == "fp32" else "tf2onnx+onnxruntime.quantize_static"
+def conversion_path(model, recipe) -> str:
+    return "tf2onnx" if recipe.mode == "float" else "tf2onnx+onnxruntime.quantize_static"
 
 
 def check(path: str | Path) -> None:
@@ -271,42 +210,14 @@ def check(path: str | Path) -> None:
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def describe(path: str | Path) -> dict:
-    """Inputs/outputs (name, shape with null for dynamic dims, dtype), op records and histogram."""
-    import onnx
-    from onnx.helper import tensor_dtype_to_np_dtype
+def layer_errors(entry: dict, bundles: list[dict], model_dir: Path, x, samples: int, factory: str) -> dict:
+    """Per-tensor error of a QDQ bundle against the fp32 ONNX bundle beside it (qdq_loss_debug)."""
+    from edgekit.export import onnx_debug
 
-    proto = onnx.load(str(path))
-
-    def value_info(value) -> dict:
-        tensor = value.type.tensor_type
-        shape = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
-        return {"name": value.name, "shape": shape,
-                "dtype": str(np.dtype(tensor_dtype_to_np_dtype(tensor.elem_type))), "quantization": None}
-
-    initializers = {i.name for i in proto.graph.initializer}
-    records = []
-    for node in proto.graph.node:
-        op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
-        records.append({"op": op, "custom": False, "names": [node.name, *node.output]})
-    histogram: dict[str, int] = {}
-    for record in records:
-        histogram[record["op"]] = histogram.get(record["op"], 0) + 1
-    return {"inputs": [value_info(v) for v in proto.graph.input if v.name not in initializers],
-            "outputs": [value_info(v) for v in proto.graph.output],
-            "op_records": records, "ops": dict(sorted(histogram.items())),
-            "opset": max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None)}
+    return onnx_debug.layer_errors(entry, bundles, x, samples)
 
 
-def run(path: str | Path, x):
-    """Float outputs on `x` (one array, a list in input order, or a mapping input name -> array):
-    one array, or a list in output order when the model has several outputs."""
-    import onnxruntime as ort
+def fix_candidates(entry: dict, context):
+    from edgekit.export import onnx_debug
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    feeds = dict(zip(names, _input_arrays(x, names)))
-    outputs = [np.asarray(y, dtype=np.float32) for y in session.run(None, feeds)]
-    return outputs[0] if len(outputs) == 1 else outputs
+    return onnx_debug.FixCandidates(entry, context)

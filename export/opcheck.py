@@ -10,36 +10,14 @@ Rules (each failure names the op and the Keras layer it came from):
   field may be a list (any format) or a mapping from format or backend name to a list. A profile whose
   `backends` list has no runtime for a format makes that format SKIPPED (checked before converting).
 
-Layer attribution: TensorFlow op and tensor names carry the Keras layer scopes
-(`functional_1/lstm_1/...`, `model/lstm/...`), so each op's tensor names are matched against the
-model's layer names (Keras 3 appends `_1` to scope names, which is stripped).
+Layer attribution: export/keras_layers.py `layers_of`.
 """
 
 from __future__ import annotations
 
-import re
-
+from edgekit.export import formats
+from edgekit.export.keras_layers import layers_of
 from edgekit.runtime import profiles
-
-FUSED_LSTM = "UNIDIRECTIONAL_SEQUENCE_LSTM"
-_SCOPE_SUFFIX = re.compile(r"_\d+$")
-
-
-def layers_of(names: list[str], layer_names: set[str]) -> list[str]:
-    """Keras layers named in op/tensor `names` ("a/b/c;d/e" parts), innermost scope first per name."""
-    found: list[str] = []
-    for name in names:
-        for part in str(name).split(";"):
-            hits = []
-            for scope in part.split("/"):
-                scope = scope.split(":")[0]
-                for candidate in (scope, _SCOPE_SUFFIX.sub("", scope)):
-                    if candidate in layer_names:
-                        hits.append(candidate)
-                        break
-            if hits and hits[-1] not in found:
-                found.append(hits[-1])
-    return found
 
 
 def _device_denied_ops(profile: dict | None, fmt: str) -> set[str]:
@@ -47,14 +25,15 @@ def _device_denied_ops(profile: dict | None, fmt: str) -> set[str]:
         return set()
     denied = profile.get("unsupported_ops") or []
     if isinstance(denied, dict):
-        keys = {fmt, *profiles.FORMAT_BACKENDS[fmt]}
+        keys = {fmt, *profiles.FORMAT_BACKENDS.get(fmt, ())}
         return {str(op) for key, ops in denied.items() if key in keys for op in ops}
     return {str(op) for op in denied}
 
 
 def check_ops(fmt: str, op_records: list[dict], layer_classes: dict[str, str],
               profile: dict | None = None) -> list[str]:
-    """Problems of one artifact, as one-line messages (empty = passes).
+    """Problems of one artifact, as one-line messages (empty = passes): the format's own op rules (its
+    host half's `op_problems`) and the ops the device profile does not run.
 
     op_records: [{"op": "FULLY_CONNECTED", "names": [tensor/node names]}] in graph order;
     layer_classes: Keras layer name -> class name (e.g. {"lstm": "LSTM"}).
@@ -64,6 +43,9 @@ def check_ops(fmt: str, op_records: list[dict], layer_classes: dict[str, str],
     seen: set[tuple[str, str]] = set()
 
     def report(op: str, names: list[str], why: str) -> None:
+        if not op:   # a rule about the whole graph
+            problems.append(why)
+            return
         layers = layers_of(names, layer_names)
         where = f" (from layer {', '.join(repr(l) for l in layers)})" if layers else ""
         key = (op, where)
@@ -71,25 +53,10 @@ def check_ops(fmt: str, op_records: list[dict], layer_classes: dict[str, str],
             seen.add(key)
             problems.append(f"op {op}{where} {why}")
 
-    recurrent = [n for n, cls in layer_classes.items() if cls in ("LSTM", "GRU", "SimpleRNN", "Bidirectional")]
+    for op, names, why in formats.host(fmt).op_problems(op_records, layer_classes):
+        report(op, names, why)
     denied = _device_denied_ops(profile, fmt)
     for record in op_records:
-        op, names = record["op"], record.get("names", [])
-        if fmt == "tflite":
-            if op.startswith("Flex"):
-                report(op, names, "is a TensorFlow (Flex / SELECT_TF_OPS) op: edge runtimes do not ship it")
-            elif record.get("custom"):
-                report(op, names, "is a custom op, outside the TFLite builtin set")
-            elif op == "WHILE" and recurrent:
-                report(op, names, "is an unfused recurrent loop: an LSTM must become "
-                                  f"{FUSED_LSTM} (the LiteRT int8 LSTM kernels) and a GRU/SimpleRNN be "
-                                  "unrolled; full-int8 calibration of such loops crashes the converter")
-        if op in denied:
-            report(op, names, f"is not supported by device {profile['name']!r}")
-    if fmt == "tflite":
-        lstms = [n for n in recurrent if layer_classes[n] == "LSTM"]
-        fused = sum(1 for r in op_records if r["op"] == FUSED_LSTM)
-        if lstms and fused < len(lstms):
-            problems.append(f"LSTM layer(s) {', '.join(lstms)} were not fused into {FUSED_LSTM} "
-                            f"({fused} found)")
+        if record["op"] in denied:
+            report(record["op"], record.get("names", []), f"is not supported by device {profile['name']!r}")
     return problems

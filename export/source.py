@@ -19,14 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.core import UserError, atomic_write_json
-from edgekit.runtime.kinds import KINDS, ImageKind, TextKind, batch_size, take
+from edgekit.runtime import samples
+from edgekit.runtime.errors import EdgekitError
+from edgekit.runtime.kinds import KINDS
 from edgekit.train.io import METADATA, file_metadata, is_model_file, keras_input_shapes, model_file, read_metadata
 
 CALIBRATION_FILE = "calibration.npz"
 HELDOUT_FILE = "heldout.npz"
 MIN_CALIBRATION_SAMPLES = 100
 CALIBRATION_SEED = 0
-LABEL_ARRAYS = ("y", "utterance_y")   # labels beside the inputs in a samples .npz (verify --data)
 
 
 def check_model_dir(model_dir: str | Path, allow_unsafe: bool = False) -> dict:
@@ -39,41 +40,13 @@ def check_model_dir(model_dir: str | Path, allow_unsafe: bool = False) -> dict:
     return metadata
 
 
-def read_samples(path: str | Path, what: str = "samples"):
-    """Model inputs from an .npz: `x` for a one-input model, else one array per input name
-    (labels `y`/`utterance_y` left out). Returns an array or a dict name -> array."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{what} file not found: {path}")
+def read_samples(path: str | Path, what: str = "samples", input_names: list[str] | None = None):
+    """Model inputs from an .npz (runtime/samples.py, the one reader): an array for a one-input model,
+    else a dict name -> array; checked against `input_names` when they are known."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files if k not in LABEL_ARRAYS}
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {what} {path}: {exc}") from None
-    if not arrays:
-        raise UserError(f"{what} {path} holds no input arrays: give `x` for a one-input model, or one "
-                        "array per input name")
-    if "x" in arrays:
-        return arrays["x"]
-    try:
-        batch_size(arrays)
-    except Exception as exc:
-        raise UserError(f"{what} {path}: {exc}") from None
-    return arrays
-
-
-def check_samples_fit(samples, input_names: list[str], path: Path, what: str) -> None:
-    """The arrays of a samples file name the model's inputs (when the model's inputs are known)."""
-    if not input_names:
-        return
-    if isinstance(samples, dict):
-        missing = [n for n in input_names if n not in samples]
-        if missing:
-            raise UserError(f"{what} {path} lacks input(s) {', '.join(missing)}: the model takes "
-                            f"{', '.join(input_names)} (one array per input name)")
-    elif len(input_names) > 1:
-        raise UserError(f"{what} {path} has one array `x` but the model takes {len(input_names)} inputs "
-                        f"({', '.join(input_names)}): give one array per input name")
+        return samples.read(path, input_names or None, what).x
+    except EdgekitError as exc:
+        raise UserError(str(exc)) from None
 
 
 def calibration_count(model_dir: str | Path) -> int:
@@ -83,20 +56,19 @@ def calibration_count(model_dir: str | Path) -> int:
         raise UserError(f"{path.name} not found: calibrated variants (int8, int16x8) need representative "
                         "inputs: pass --calibration FILE.npz, re-run `edgekit train`, or export only "
                         "fp32,fp16,dynamic")
-    count = batch_size(read_samples(path, "calibration data"))
+    count = samples.batch_size(read_samples(path, "calibration data"))
     if count == 0:
         raise UserError(f"{path} has no samples")
     return count
 
 
-def load_calibration(model_dir: str | Path, samples: int = 200):
-    """`samples` representative inputs drawn (seeded, without replacement) from calibration.npz
+def load_calibration(model_dir: str | Path, wanted: int = 200):
+    """`wanted` representative inputs drawn (seeded, without replacement) from calibration.npz
     (an array, or a dict input name -> array); all of them when the file holds fewer."""
     x = read_samples(Path(model_dir) / CALIBRATION_FILE, "calibration data")
-    count = batch_size(x)
-    if count > samples:
-        pick = np.sort(np.random.default_rng(CALIBRATION_SEED).choice(count, samples, replace=False))
-        x = {k: a[pick] for k, a in x.items()} if isinstance(x, dict) else x[pick]
+    count = samples.batch_size(x)
+    if count > wanted:
+        x = samples.pick(x, np.sort(np.random.default_rng(CALIBRATION_SEED).choice(count, wanted, replace=False)))
     return x
 
 
@@ -105,7 +77,7 @@ def load_check_samples(model_dir: str | Path, count: int = 8):
     for name in (HELDOUT_FILE, CALIBRATION_FILE):
         path = Path(model_dir) / name
         if path.is_file():
-            return take(read_samples(path, "data"), 0, count)
+            return samples.take(read_samples(path, "data"), 0, count)
     return None
 
 
@@ -120,40 +92,21 @@ def read_labels(path: str) -> list[str]:
     return lines
 
 
-def kind_metadata(model_path: Path, task: str, *, preprocess: str | None = None, vocab: str | None = None,
-                  max_len: int | None = None) -> tuple[dict, dict[str, Path]]:
-    """(metadata fields, assets to copy) for an outside model given `--task image|text|tensor` options."""
-    shapes = keras_input_shapes(model_path)
-    if task not in KINDS or task == "speech":
-        raise UserError(f"--task {task}: an outside model can be tagged image, text or tensor")
-    fields: dict = {"task": task, "preprocessing": None}
-    assets: dict[str, Path] = {}
-    if task == "image":
-        if len(shapes) != 1:
-            raise UserError(f"--task image needs a one-input .keras model, {model_path.name} has "
-                            f"{len(shapes) or 'unknown'} inputs")
-        shape = next(iter(shapes.values()))
-        if len(shape) != 4 or shape[-1] != 3 or not shape[1] or not shape[2]:
-            raise UserError(f"--task image needs an input of shape (batch, height, width, 3), "
-                            f"{model_path.name} takes {tuple(shape)}")
-        try:
-            fields["preprocessing"] = ImageKind.params_for(preprocess or "scale:1/1", shape[1], shape[2])
-        except Exception as exc:
-            raise UserError(str(exc)) from None
-    elif task == "text":
-        if not vocab:
-            raise UserError("--task text needs --vocab vocab.txt (one token per line: padding, [UNK], "
-                            "then the tokens, as keras.layers.TextVectorization.get_vocabulary() lists them)")
-        shape = next(iter(shapes.values()), None) if len(shapes) == 1 else None
-        length = max_len or (shape[1] if shape and len(shape) == 2 else None)
-        if not length:
-            raise UserError("--task text needs --max-len N (the model's token sequence length)")
-        _read_text(vocab, "--vocab")
-        assets["vocab.txt"] = Path(vocab)
-        fields["preprocessing"] = TextKind.params_for(length)
-    elif preprocess or vocab or max_len:
-        raise UserError("--preprocess applies with --task image; --vocab and --max-len with --task text")
-    return fields, assets
+def kind_metadata(model_path: Path, task: str, **options) -> tuple[dict, dict[str, Path]]:
+    """(metadata fields, assets to copy) for an outside model given `--task KIND` options: the kind's
+    own `outside_preprocessing` (runtime/kinds.py)."""
+    kind = KINDS.get(task)
+    if kind is None or not kind.outside_models:
+        allowed = ", ".join(name for name, k in KINDS.items() if k.outside_models)
+        raise UserError(f"--task {task}: an outside model can be tagged {allowed}")
+    try:
+        preprocessing, assets = kind.outside_preprocessing(keras_input_shapes(model_path),
+                                                           {k: v for k, v in options.items() if v})
+    except EdgekitError as exc:
+        raise UserError(str(exc)) from None
+    for path in assets.values():
+        _read_text(str(path), "--vocab")
+    return {"task": task, "preprocessing": preprocessing}, assets
 
 
 def _read_text(path: str, flag: str) -> str:
@@ -205,9 +158,7 @@ def model_view(model: str | Path, folder: Path, *, allow_unsafe: bool = False, c
         metadata["labels"] = read_labels(labels)
     if calibration:
         path = Path(calibration)
-        samples = read_samples(path, "calibration file")
-        if source.suffix == ".keras":
-            check_samples_fit(samples, list(keras_input_shapes(source)), path, "calibration file")
+        read_samples(path, "calibration file", list(keras_input_shapes(source)) if source.suffix == ".keras" else None)
         os.symlink(path.resolve(), folder / CALIBRATION_FILE)
     atomic_write_json(folder / METADATA, metadata)
     return folder

@@ -16,7 +16,7 @@ API for per-layer debugging and selective quantization (used by verify):
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=tflite.representative_dataset(x))
     debugger.run(); debugger.layer_statistics ...           # keys are op output tensor names
-    tflite.layers_of_tensor(name, tflite.keras_layer_names(model))   # -> Keras layer of a node
+    keras_layers.layers_of([name], keras_layers.keras_layer_names(model))   # -> Keras layer of a node
     # keep some layers in float (by Keras layer name) in the full-int8 model:
     data = tflite.convert(model, "int8", calibration=x, keep_float_layers=["probs"])
 
@@ -34,44 +34,25 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.core import quiet_tensorflow
-from edgekit.export import lstm
-from edgekit.export.formats import FILE_NAMES
-from edgekit.export.opcheck import layers_of
+from edgekit.export import lstm, recipes
+from edgekit.export.keras_layers import keras_layer_classes, keras_layer_names, layers_of  # noqa: F401
+from edgekit.export.lstm import without_lstm_cell_clip
+from edgekit.runtime import formats as device_formats
+from edgekit.runtime.formats import tflite as tflite_graph
 
-FILE_NAME = FILE_NAMES["tflite"]
-QUANTIZED_VARIANTS = ("int8", "int16x8")
+FORMAT = device_formats.get("tflite")
+FILE_NAME = FORMAT.file_name
+FUSED_LSTM = "UNIDIRECTIONAL_SEQUENCE_LSTM"
+RECURRENT_LAYERS = ("LSTM", "GRU", "SimpleRNN", "Bidirectional")
 
 
-class ConverterRefused(Exception):
-    """The converter declined the recipe for this model (an op without a kernel for it): SKIPPED."""
+ConverterRefused = recipes.RecipeRefused
 
 
 # Converter messages that mean "this recipe does not apply to these ops", as opposed to a bug.
 _REFUSAL_MARKERS = ("not yet supported for op", "is not supported for 16x8", "not supported by 16x8",
                     # int16x8 (the older calibrating quantizer) on integer inputs such as token ids:
                     "Max and min for dynamic tensors should be recorded during calibration")
-
-
-def keras_layer_names(model) -> set[str]:
-    return set(keras_layer_classes(model))
-
-
-def keras_layer_classes(model) -> dict[str, str]:
-    """Every layer (nested models included) by name -> class name."""
-    found: dict[str, str] = {}
-
-    def walk(m):
-        for layer in m.layers:
-            found[layer.name] = type(layer).__name__
-            if hasattr(layer, "layers"):
-                walk(layer)
-
-    walk(model)
-    return found
-
-
-def layers_of_tensor(name: str, layer_names: set[str]) -> list[str]:
-    return layers_of([name], layer_names)
 
 
 def representative_dataset(x):
@@ -115,11 +96,6 @@ def io_names(model, metadata: dict | None) -> tuple[list[str], list[str]]:
     return inputs, outputs
 
 
-def _io_names(model, metadata: dict | None) -> tuple[str, str]:
-    inputs, outputs = io_names(model, metadata)
-    return inputs[0], outputs[0]
-
-
 def _named_outputs(names: list[str], value) -> dict:
     values = list(value.values()) if isinstance(value, dict) else \
         list(value) if isinstance(value, (list, tuple)) else [value]
@@ -139,7 +115,7 @@ def _scratch_dir() -> Path:
     return Path(path)
 
 
-def conversion_path(model, variant: str = "") -> str:
+def conversion_path(model, recipe=None) -> str:
     return "tf_keras_rebuild" if lstm.is_recurrent(model) else "keras_saved_model"
 
 
@@ -183,16 +159,19 @@ def _first(x, n: int):
     return [a[:n] for a in x] if isinstance(x, (list, tuple)) else x[:n]
 
 
-def build_converter(model, variant: str, calibration: np.ndarray | None = None,
-                    int8_io: str = "float32", metadata: dict | None = None):
-    """A `tf.lite.TFLiteConverter` configured for `variant` (fp32, fp16, dynamic, int8, int16x8).
+def build_converter(model, variant, calibration: np.ndarray | None = None,
+                    int8_io: str | None = None, metadata: dict | None = None):
+    """A `tf.lite.TFLiteConverter` configured for a recipe (export/recipes.py; or its variant name).
 
-    `model` is a Keras 3 model or a model directory. int8/int16x8 need `calibration` (model inputs,
-    first axis = samples). `int8_io` (float32/int8/uint8) sets the int8 variant's float input/output
-    type; integer model inputs (token ids) stay as they are."""
+    `model` is a Keras 3 model or a model directory. Calibrated recipes need `calibration` (model
+    inputs, first axis = samples). The recipe's `io_type` (or `int8_io`) sets a full-int8 model's float
+    input/output type; integer model inputs (token ids) stay as they are."""
     quiet_tensorflow()
     import tensorflow as tf
 
+    recipe = recipes.get(variant) if isinstance(variant, str) else variant
+    if int8_io is not None:
+        recipe = recipe.with_io_type(int8_io)
     if isinstance(model, (str, Path)):
         from edgekit.train.io import load_model
 
@@ -200,28 +179,27 @@ def build_converter(model, variant: str, calibration: np.ndarray | None = None,
     if calibration is not None:
         calibration = model_inputs(model, calibration)
     converter = _new_converter(model, metadata, calibration)
-    if variant == "fp32":
+    if recipe.mode == "float" and recipe.weights == "float32":
         return converter
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if variant == "fp16":
+    if recipe.weights == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    elif variant == "dynamic":
-        pass  # Optimize.DEFAULT without a representative dataset = dynamic-range int8 weights
-    elif variant in QUANTIZED_VARIANTS:
-        if calibration is None or lstm.count(calibration) == 0:
-            raise ValueError(f"{variant} needs calibration data")
-        converter.representative_dataset = representative_dataset(calibration)
-        if variant == "int8":
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            io_type = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[int8_io]
-            if all(spec.dtype in ("float32", "float16", "float64") for spec in model.inputs):
-                converter.inference_input_type = io_type  # (one type for all inputs; ids stay int32)
-            converter.inference_output_type = io_type
-        else:
-            converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-    else:
-        raise ValueError(f"unknown TFLite variant {variant!r}")
+    if recipe.granularity == "per_tensor":
+        converter._experimental_disable_per_channel = True  # noqa: SLF001 - the converter's only switch
+    if not recipe.calibrated:
+        return converter  # Optimize.DEFAULT without a representative dataset = dynamic-range int8 weights
+    if calibration is None or lstm.count(calibration) == 0:
+        raise ValueError(f"{recipe.variant} needs calibration data")
+    converter.representative_dataset = representative_dataset(calibration)
+    if recipe.activations == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io_type = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[recipe.io_type]
+        if all(spec.dtype in ("float32", "float16", "float64") for spec in model.inputs):
+            converter.inference_input_type = io_type  # (one type for all inputs; ids stay int32)
+        converter.inference_output_type = io_type
+    else:  # int16 activations
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     return converter
 
 
@@ -237,38 +215,20 @@ def _convert(converter) -> bytes:
         raise
 
 
-def convert(model, variant: str, calibration: np.ndarray | None = None, int8_io: str = "float32",
+def convert(model, variant, calibration: np.ndarray | None = None, int8_io: str | None = None,
             metadata: dict | None = None, keep_float_layers: list[str] | None = None) -> bytes:
-    """The .tflite bytes of `model` under `variant`. `keep_float_layers` (Keras layer names) leaves
-    those layers' ops in float inside the int8 model (the converter's denylisted nodes); other
-    variants ignore it (int16x8 goes through the converter's older quantizer, which has no denylist)."""
-    converter = build_converter(model, variant, calibration, int8_io, metadata)
-    if not keep_float_layers or variant != "int8":
+    """The .tflite bytes of `model` under a recipe (or its variant name). `keep_float_layers` (Keras
+    layer names; default the recipe's `float_layers`) leaves those layers' ops in float inside a
+    full-int8 model (the converter's denylisted nodes); int16 activations go through the converter's
+    older quantizer, which has no denylist."""
+    recipe = recipes.get(variant) if isinstance(variant, str) else variant
+    if int8_io is not None:
+        recipe = recipe.with_io_type(int8_io)
+    keep = list(recipe.float_layers if keep_float_layers is None else keep_float_layers)
+    converter = build_converter(model, recipe, calibration, None, metadata)
+    if not keep or recipe.activations != "int8":
         return without_lstm_cell_clip(_convert(converter))
-    return without_lstm_cell_clip(_convert_keeping_float(converter, model, int8_io, keep_float_layers))
-
-
-def without_lstm_cell_clip(data: bytes) -> bytes:
-    """Set cell_clip to 0 (off) on every fused LSTM op.
-
-    The converter's Keras-LSTM fusion writes cell_clip=10, which Keras does not have: a trained LSTM
-    whose cell state passes |10| (e.g. over many padding steps) then drifts from Keras by up to
-    0.02 in probability on the text model, although its hidden state hides it (tanh saturates).
-    Without the clip fp32 matches Keras to ~2e-7. Quantized kernels treat 0 as "no clip" too; their
-    int16 cell state saturates at its calibrated range instead."""
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    lstm = schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
-    changed = False
-    for subgraph in model.subgraphs:
-        for op in subgraph.operators:
-            code = model.operatorCodes[op.opcodeIndex]
-            if max(code.builtinCode, code.deprecatedBuiltinCode) == lstm and op.builtinOptions.cellClip:
-                op.builtinOptions.cellClip = 0.0
-                changed = True
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else data
+    return without_lstm_cell_clip(_convert_keeping_float(converter, model, recipe.io_type, keep))
 
 
 def _convert_keeping_float(converter, model, int8_io, keep_float_layers) -> bytes:
@@ -284,7 +244,7 @@ def _convert_keeping_float(converter, model, int8_io, keep_float_layers) -> byte
     converter._experimental_calibrate_only = True
     calibrated = _convert(converter)
     wanted = set(keep_float_layers)
-    nodes = [name for record in describe(calibrated)["op_records"] for name in record["names"]
+    nodes = [name for op in tflite_graph.read_graph(calibrated).ops for name in op.names
              if wanted.intersection(layers_of([name], known))]
     if not nodes:
         raise ValueError(f"keep_float_layers: no ops found for {', '.join(keep_float_layers)}")
@@ -296,108 +256,82 @@ def _convert_keeping_float(converter, model, int8_io, keep_float_layers) -> byte
         denylisted_nodes=nodes)
 
 
-# -- reading .tflite files (no TensorFlow) --------------------------------------------------------
+# -- the host-half interface (export/formats.py) ----------------------------------------------------
 
-def describe(model: str | Path | bytes) -> dict:
-    """A .tflite file's (or its bytes') inputs/outputs (signature name, tensor name, shape, dtype,
-    quantization), op records in graph order and the op histogram, read from the flatbuffer (works
-    for models the runtime cannot load)."""
-    from ai_edge_litert import schema_py_generated as schema
+def unsupported(recipe: recipes.Recipe) -> str | None:
+    if recipe.calibrated and recipe.calibration_method != "minmax":
+        return "the TFLite converter calibrates by min/max only"
+    return None
 
-    model = schema.Model.GetRootAs(model if isinstance(model, bytes) else Path(model).read_bytes(), 0)
-    graph = model.Subgraphs(0)
-    type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
-    def tensor_name(index: int) -> str:
-        return graph.Tensors(index).Name().decode("utf-8", "replace")
+def refusal(recipe: recipes.Recipe, layer_classes: set[str]) -> str | None:
+    """The converter has no 16x8 kernel for the fused LSTM (GRU/SimpleRNN are unrolled into ordinary
+    builtin ops, which have 16x8 kernels)."""
+    refused = sorted(layer_classes.intersection({"LSTM", "Bidirectional"}))
+    if recipe.activations == "int16" and refused:
+        return (f"{recipe.variant} does not apply to {', '.join(refused)} models: the TFLite converter has "
+                "no 16x8 kernel for the fused LSTM ('Quantization to 16x8-bit not yet supported for op: "
+                "UNIDIRECTIONAL_SEQUENCE_LSTM')")
+    return None
 
-    signature_names: dict[int, str] = {}
-    if model.SignatureDefsLength():
-        signature = model.SignatureDefs(0)
-        for i in range(signature.InputsLength()):
-            signature_names[signature.Inputs(i).TensorIndex()] = signature.Inputs(i).Name().decode()
-        for i in range(signature.OutputsLength()):
-            signature_names[signature.Outputs(i).TensorIndex()] = signature.Outputs(i).Name().decode()
 
-    def tensor_info(index: int) -> dict:
-        tensor = graph.Tensors(index)
-        quant = tensor.Quantization()
-        quantization = None
-        if quant is not None and quant.ScaleLength():
-            quantization = {"scale": quant.ScaleAsNumpy().astype(float).tolist(),
-                            "zero_point": quant.ZeroPointAsNumpy().astype(int).tolist()}
-        return {"name": signature_names.get(index, tensor_name(index)), "tensor_name": tensor_name(index),
-                "index": int(index), "shape": tensor.ShapeAsNumpy().astype(int).tolist(),
-                "dtype": type_names[tensor.Type()], "quantization": quantization}
+def recipe_name(recipe: recipes.Recipe) -> str:
+    return recipe.name
 
-    records = []
-    for i in range(graph.OperatorsLength()):
-        op = graph.Operators(i)
-        code = model.OperatorCodes(op.OpcodeIndex())
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        name = op_names.get(builtin, str(builtin))
-        custom = name == "CUSTOM"
-        if custom:
-            name = (code.CustomCode() or b"CUSTOM").decode("utf-8", "replace")
-        outputs = [op.Outputs(j) for j in range(op.OutputsLength()) if op.Outputs(j) >= 0]
-        records.append({"op": name, "custom": custom, "names": [tensor_name(t) for t in outputs],
-                        "dtypes": [type_names[graph.Tensors(t).Type()] for t in outputs]})
-    histogram: dict[str, int] = {}
-    for record in records:
-        histogram[record["op"]] = histogram.get(record["op"], 0) + 1
-    return {"inputs": [tensor_info(graph.Inputs(i)) for i in range(graph.InputsLength())],
-            "outputs": [tensor_info(graph.Outputs(i)) for i in range(graph.OutputsLength())],
-            "op_records": records, "ops": dict(sorted(histogram.items()))}
+
+def export_settings(recipe: recipes.Recipe, settings: dict) -> dict:
+    """The export options that shaped a .tflite file: a full-int8 model's I/O type (token ids stay int32)."""
+    return {**settings, "opset": None, "io_dtype": recipe.io_type if recipe.full_integer else "float32"}
+
+
+def op_problems(op_records: list[dict], layer_classes: dict[str, str]) -> list[tuple[str, list[str], str]]:
+    """(op, tensor names, why) for every op outside what edge runtimes run: Flex (SELECT_TF_OPS) and
+    custom ops; for recurrent models a WHILE loop (an LSTM not fused into UNIDIRECTIONAL_SEQUENCE_LSTM,
+    which the LiteRT int8 LSTM kernels need, or a GRU/SimpleRNN not unrolled; the converter's full-int8
+    calibration of such loops crashes) and fewer fused LSTM ops than LSTM layers."""
+    recurrent = [n for n, cls in layer_classes.items() if cls in RECURRENT_LAYERS]
+    found = []
+    for record in op_records:
+        op, names = record["op"], record.get("names", [])
+        if op.startswith("Flex"):
+            found.append((op, names, "is a TensorFlow (Flex / SELECT_TF_OPS) op: edge runtimes do not ship it"))
+        elif record.get("custom"):
+            found.append((op, names, "is a custom op, outside the TFLite builtin set"))
+        elif op == "WHILE" and recurrent:
+            found.append((op, names, f"is an unfused recurrent loop: an LSTM must become {FUSED_LSTM} (the "
+                                     "LiteRT int8 LSTM kernels) and a GRU/SimpleRNN be unrolled; full-int8 "
+                                     "calibration of such loops crashes the converter"))
+    lstms = [n for n in recurrent if layer_classes[n] == "LSTM"]
+    fused = sum(1 for r in op_records if r["op"] == FUSED_LSTM)
+    if lstms and fused < len(lstms):
+        found.append(("", [], f"LSTM layer(s) {', '.join(lstms)} were not fused into {FUSED_LSTM} ({fused} found)"))
+    return found
+
+
+def write_metadata(model_path: Path, metadata: dict, input_spec: dict, label: str) -> dict:
+    """MediaPipe Tasks' Model Metadata (export/metadata.py), written into the file before it is hashed."""
+    from edgekit.export import metadata as mediapipe_metadata
+
+    return mediapipe_metadata.write(model_path, metadata, input_spec, label)
 
 
 def export_variant(recipe, model, metadata: dict, request: dict, calibration, staging: Path,
                    cache: dict) -> Path:
-    """The format interface (export/formats.py): write `recipe` of `model` into `staging`, return the file."""
-    data = convert(model, recipe.variant, calibration=calibration, int8_io=request["int8_io"], metadata=metadata,
-                   keep_float_layers=list(recipe.float_layers))
+    """Write `recipe` of `model` into `staging` and return the file."""
+    data = convert(model, recipe, calibration=calibration, metadata=metadata)
     path = staging / FILE_NAME
     path.write_bytes(data)
     return path
 
 
-def run(path: str | Path, x):
-    """Float outputs of a .tflite model on `x` (one sample at a time: the model has batch 1),
-    quantizing inputs and dequantizing outputs where its I/O is integer. `x`: one array, a list of
-    arrays in the model's input order, or a mapping of signature input name -> array. Returns one
-    array, or a list of arrays in the model's output order when it has several outputs."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+def layer_errors(entry: dict, bundles: list[dict], model_dir: Path, x, samples: int, factory: str) -> dict:
+    """Per-tensor int8 error of a full-int8 bundle (QuantizationDebugger in a child process)."""
+    from edgekit.export import tflite_debug
 
-    interpreter = Interpreter(model_content=Path(path).read_bytes(), num_threads=1,
-                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interpreter.allocate_tensors()
-    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-    if isinstance(x, dict):
-        by_index = {d["index"]: name for name, d in
-                    interpreter.get_signature_runner().get_input_details().items()}
-        arrays = [np.asarray(x[by_index[d["index"]]]) for d in inputs]
-    else:
-        arrays = [np.asarray(a) for a in x] if isinstance(x, (list, tuple)) else [np.asarray(x)]
-    if len(arrays) != len(inputs):
-        raise ValueError(f"the model takes {len(inputs)} inputs, got {len(arrays)}")
-    results: list[list[np.ndarray]] = [[] for _ in outputs]
-    for i in range(len(arrays[0])):
-        # The fused LSTM keeps its hidden/cell state in variable tensors that persist across invokes:
-        # without a reset, each sample would start from the previous sample's final state.
-        interpreter.reset_all_variables()
-        for inp, array in zip(inputs, arrays):
-            value = array[i:i + 1]
-            scale, zero = inp["quantization"]
-            if np.issubdtype(inp["dtype"], np.integer) and scale and not np.issubdtype(value.dtype, np.integer):
-                info = np.iinfo(inp["dtype"])
-                value = np.clip(np.round(value / scale + zero), info.min, info.max)
-            interpreter.set_tensor(inp["index"], value.astype(inp["dtype"]))
-        interpreter.invoke()
-        for out, collected in zip(outputs, results):
-            y = interpreter.get_tensor(out["index"])
-            scale, zero = out["quantization"]
-            if scale:
-                y = (y.astype(np.float32) - zero) * scale
-            collected.append(y[0].astype(np.float32))
-    stacked = [np.stack(r) for r in results]
-    return stacked[0] if len(stacked) == 1 else stacked
+    return tflite_debug.layer_errors(model_dir, entry.get("variant") or "int8", factory, samples)
+
+
+def fix_candidates(entry: dict, context):
+    from edgekit.export import tflite_debug
+
+    return tflite_debug.FixCandidates(entry, context)

@@ -24,7 +24,7 @@ from edgekit.runtime.errors import (
 __all__ = ["load", "EdgeModel", "Prediction", "RuntimeSettings", "EdgekitError", "InferenceError", "InvalidInputError",
            "ModelFileError", "IntegrityError", "BackendUnavailableError", "SettingsError"]
 
-_LAZY = {"load": "edgekit.runtime.model", "EdgeModel": "edgekit.runtime.model", "Prediction": "edgekit.runtime.model",
+_LAZY = {"load": "edgekit.runtime.model", "EdgeModel": "edgekit.runtime.model", "Prediction": "edgekit.runtime.heads",
          "RuntimeSettings": "edgekit.runtime.settings"}
 
 

@@ -14,9 +14,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgekit.runtime import formats
 from edgekit.runtime.errors import IntegrityError, ModelFileError
 
-FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
 MANIFEST = "manifest.json"
 MAX_MODEL_BYTES = 2 << 30  # 2 GiB: flatbuffers and protobufs cannot be larger anyway
 
@@ -25,7 +25,7 @@ MAX_MODEL_BYTES = 2 << 30  # 2 GiB: flatbuffers and protobufs cannot be larger a
 class Bundle:
     path: Path                    # bundle folder, or the bare model file
     model_path: Path
-    format: str                   # "tflite" | "onnx"
+    format: str                   # a name in edgekit.runtime.formats.FORMATS
     model_bytes: bytes = field(repr=False)
     sha256: str
     manifest: dict | None         # None for a bare model file
@@ -73,20 +73,8 @@ def _read_model(path: Path) -> bytes:
 
 
 def check_format(data: bytes, fmt: str, path: Path) -> None:
-    """Cheap structural checks before any backend sees the bytes."""
-    if fmt == "tflite":
-        # A TFLite flatbuffer: 4-byte root offset, then the file identifier "TFL3".
-        if len(data) < 16 or data[4:8] != b"TFL3":
-            raise ModelFileError(f"{path} is not a TFLite model (no TFL3 flatbuffer identifier); "
-                                 "re-export it or check the file type")
-        root = int.from_bytes(data[:4], "little")
-        if root < 8 or root >= len(data):
-            raise ModelFileError(f"{path} is a truncated or corrupt TFLite model (root offset {root} "
-                                 f"outside the {len(data)}-byte file)")
-    elif fmt == "onnx":
-        if data[:1] in (b"{", b"<") or data[4:8] == b"TFL3":
-            raise ModelFileError(f"{path} is not an ONNX model (looks like "
-                                 f"{'a TFLite model' if data[4:8] == b'TFL3' else 'text'}); check the file type")
+    """Cheap structural checks before any backend sees the bytes (the format's own)."""
+    formats.get(fmt).check_bytes(data, path)
 
 
 def read_manifest(folder: str | os.PathLike) -> dict:
@@ -123,8 +111,9 @@ def read_bundle(path: str | os.PathLike) -> Bundle:
     if path.is_dir():
         manifest = read_manifest(path)
         fmt = manifest["format"]
-        if fmt not in FORMATS.values():
-            raise ModelFileError(f"{path / MANIFEST}: unknown format {fmt!r}; expected tflite or onnx")
+        if fmt not in formats.FORMATS:
+            raise ModelFileError(f"{path / MANIFEST}: unknown format {fmt!r}; expected one of "
+                                 f"{', '.join(formats.FORMATS)}")
         model_path = _model_in_bundle(path, manifest)
         data = _read_model(model_path)
         digest = hashlib.sha256(data).hexdigest()
@@ -140,10 +129,11 @@ def read_bundle(path: str | os.PathLike) -> Bundle:
         return Bundle(path, model_path, fmt, data, digest, manifest, trusted=True)
     if not path.exists():
         raise ModelFileError(f"bundle or model file not found: {path}")
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise ModelFileError(f"{path}: unknown model file type {path.suffix!r}; expected a bundle folder, "
-                             ".tflite or .onnx")
+    found = formats.by_suffix(path)
+    if found is None:
+        raise ModelFileError(f"{path}: unknown model file type {path.suffix!r}; expected a bundle folder "
+                             f"or a model file ({formats.suffixes()})")
+    fmt = found.name
     data = _read_model(path)
     check_format(data, fmt, path)
     return Bundle(path, path, fmt, data, hashlib.sha256(data).hexdigest(), None, trusted=False)

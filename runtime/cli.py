@@ -16,76 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import warnings
 
 import numpy as np
 
-from edgekit.runtime.errors import EdgekitError, InvalidInputError, first_line
-
-BACKEND_CHOICES = ("auto", "litert", "tflite_runtime", "tensorflow", "onnxruntime")
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse without abbreviations, for every parser and subparser of both CLIs: flags are a
-    contract, so `--calibration` must never be read as `--calibration-samples`."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs["allow_abbrev"] = False
-        super().__init__(*args, **kwargs)
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def run_command(prog: str, command, debug: bool = False) -> int:
-    """Run `command() -> exit code` the way both CLIs end: an EdgekitError (a user mistake, a bad
-    input or model file) is one line and exit 2; an unexpected error is one line and exit 3 (with
-    --debug, the traceback); Ctrl-C is 130; a closed output pipe (`| head`) ends quietly."""
-    try:
-        return int(command() or 0)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
-    except EdgekitError as exc:
-        if debug:
-            raise
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        if debug:
-            raise
-        print(f"{prog}: internal error: {type(exc).__name__}: {first_line(exc)} "
-              "(run with --debug for the traceback)", file=sys.stderr)
-        return 3
-
-
-def _load(args, **extra):
-    from edgekit import runtime
-
-    if getattr(args, "verbose", False):
-        os.environ["EDGEKIT_BACKEND_LOGS"] = "1"  # read by the TFLite runners (and sandbox children)
-
-    backend = getattr(args, "backend", None)
-    return runtime.load(args.bundle, backend=None if backend in (None, "auto") else backend,
-                        threads=getattr(args, "threads", None), device=getattr(args, "device", None), **extra)
-
-
-def _out(text: str) -> None:
-    print(text, flush=True)
-
+from edgekit.runtime.commandline import BACKEND_CHOICES, ArgumentParser, load_bundle, out, positive_int, run_command
+from edgekit.runtime.errors import InvalidInputError
 
 # ----------------------------------------------------------------------------------------- predict
 
@@ -95,9 +33,9 @@ def read_inputs(model, inputs: list[str]) -> tuple[list | np.ndarray | dict, lis
     bundle's model kind reads them (runtime/kinds.py): texts as they are; image and WAV paths (the
     preprocessor reads them); .npy/.npz tensor files (each one sample, or a batch) for a bundle
     without preprocessing."""
-    from edgekit.runtime.kinds import KINDS
+    from edgekit.runtime.kinds import TENSOR
 
-    kind = model.kind if model.bundle.preprocessing is not None else KINDS["tensor"]
+    kind = model.kind if model.bundle.preprocessing is not None else TENSOR
     return kind.read_inputs(model, inputs)
 
 
@@ -108,7 +46,7 @@ def _tensor_rows(names: list[str], outputs: dict[str, np.ndarray]) -> list[dict]
 
 
 def predict_command(args) -> int:
-    with _load(args) as model:
+    with load_bundle(args) as model:
         raw, names = read_inputs(model, list(args.inputs))
         with warnings.catch_warnings(record=True) as notes:  # e.g. a recording longer than the clip
             warnings.simplefilter("always", UserWarning)
@@ -119,37 +57,40 @@ def predict_command(args) -> int:
         if isinstance(predictions, dict):  # a tensor model: its outputs by name
             rows = _tensor_rows(names, predictions)
             if getattr(args, "json", False):
-                _out(json.dumps({"bundle": str(args.bundle), "backend": model.backend, "predictions": rows},
+                out(json.dumps({"bundle": str(args.bundle), "backend": model.backend, "predictions": rows},
                                 indent=2))
                 return 0
             for row in rows:
                 shown = row["input"] if len(row["input"]) <= 60 else row["input"][:57] + "..."
-                _out(f"{shown}: " + "  ".join(f"{k} {np.array2string(np.asarray(v), precision=4, threshold=12)}"
+                out(f"{shown}: " + "  ".join(f"{k} {np.array2string(np.asarray(v), precision=4, threshold=12)}"
                                              for k, v in row["outputs"].items()))
             return 0
         if getattr(args, "json", False):
             rows = [{"input": name, **p.to_dict(top_k)} for name, p in zip(names, predictions)]
-            _out(json.dumps({"bundle": str(args.bundle), "backend": model.backend, "predictions": rows}, indent=2))
+            out(json.dumps({"bundle": str(args.bundle), "backend": model.backend, "predictions": rows}, indent=2))
             return 0
         for name, p in zip(names, predictions):
             shown = name if len(name) <= 60 else name[:57] + "..."
             tops = "  ".join(f"{label} {prob:.3f}" for label, prob in p.top(top_k))
-            _out(f"{shown}: {p.label} ({p.score:.3f})   top-{top_k}: {tops}")
+            out(f"{shown}: {p.label} ({p.score:.3f})   top-{top_k}: {tops}")
             if p.frame_labels is not None:
-                _out(f"  frames: {' '.join(p.frame_labels)}")
+                out(f"  frames: {' '.join(p.frame_labels)}")
     return 0
 
 
 # ------------------------------------------------------------------------------------------ golden
 
 
-def golden_gate(meta: dict, variant: str | None, atol=None, rtol=None, min_agreement=None):
+def golden_gate(meta: dict, variant: str | None, atol=None, rtol=None, min_agreement=None, recipe=None):
     """Flags win; then the golden meta's `tolerance` (keyed by variant, or flat); then the one
     tolerance table (edgekit/runtime/gates.py). `--atol` alone bounds every element's |diff| (rtol
     0); with `--rtol` an element fails only when it exceeds both (Polygraphy's rule)."""
     from edgekit.runtime import gates
 
-    gate = gates.from_meta(meta, variant)
+    gate = gates.from_meta(meta, variant, recipe=recipe)
+    if gate is None:
+        raise InvalidInputError(f"no gate for variant {variant!r} (recipe {recipe!r}); pass --atol and "
+                                "--min-agreement, or re-export the bundle")
     flags = {}
     if atol is not None:
         flags.update(atol=float(atol), rtol=0.0 if rtol is None else float(rtol))
@@ -187,13 +128,14 @@ def golden_command(args) -> int:
     from edgekit.runtime.golden import read
 
     golden = read(args.golden)
-    with _load(args) as model:
+    with load_bundle(args) as model:
         output = model.predict_tensors(golden.x)
         try:
             result = compare(golden.reference, output)
         except ValueError as exc:
             raise InvalidInputError(f"golden reference does not match the bundle's output: {exc}") from None
-        gate = golden_gate(golden.meta, model.bundle.variant, args.atol, args.rtol, args.min_agreement)
+        gate = golden_gate(golden.meta, model.bundle.variant, args.atol, args.rtol, args.min_agreement,
+                           (model.bundle.manifest or {}).get("recipe"))
         metrics = {**result.to_dict(), **gates.parity_metrics(golden.reference, output)}
         delta = golden_accuracy_delta(golden, output)
         reasons = gates.check(gate, golden.reference, output, delta, metrics=metrics)
@@ -202,10 +144,10 @@ def golden_command(args) -> int:
         report = {"bundle": str(args.bundle), **metrics, "accuracy_delta": delta, "passed": passed,
                   "reasons": reasons, "tolerance": tolerance, "backend": model.backend, "machine": machine()}
     if args.json:
-        _out(json.dumps(report))
+        out(json.dumps(report))
     else:
         psnr = "inf" if metrics["psnr_db"] is None else f"{metrics['psnr_db']:.1f}"
-        _out(f"{args.bundle}: {'PASS' if passed else 'FAIL'}  samples {result.samples}  max_abs_error "
+        out(f"{args.bundle}: {'PASS' if passed else 'FAIL'}  samples {result.samples}  max_abs_error "
              f"{result.max_abs_error:.3g}  PSNR {psnr} dB  agreement {result.agreement:.3f}  "
              f"cosine {result.cosine:.6f}  [{model.backend}]" + "".join(f"\n  {r}" for r in reasons))
     return 0 if passed else 1
@@ -217,7 +159,7 @@ def golden_command(args) -> int:
 def bench_command(args) -> int:
     from edgekit.runtime.timing import peak_rss_mb, summary, time_calls
 
-    with _load(args) as model:
+    with load_bundle(args) as model:
         feed = model.prepare(model.example_tensors(1))
         run = model.runner.run_checked
         ms = time_calls(lambda: run(feed), args.runs, args.warmup)
@@ -225,10 +167,10 @@ def bench_command(args) -> int:
                   "threads": model.settings.threads, "latency_ms": summary(ms), "peak_rss_mb": peak_rss_mb(),
                   "machine": machine()}
     if args.json:
-        _out(json.dumps(report))
+        out(json.dumps(report))
     else:
         lat = report["latency_ms"]
-        _out(f"{args.bundle} [{report['backend']}]: p50 {lat['p50']:.3f} ms  p90 {lat['p90']:.3f} ms  "
+        out(f"{args.bundle} [{report['backend']}]: p50 {lat['p50']:.3f} ms  p90 {lat['p90']:.3f} ms  "
              f"p99 {lat['p99']:.3f} ms  ({args.runs} runs)  peak RSS {report['peak_rss_mb']} MB")
     return 0
 

@@ -13,6 +13,15 @@ class InvalidInputError(EdgekitError, ValueError):
     """An input has the wrong shape, dtype or rank, holds NaN/inf, is empty, or is an unusable file."""
 
 
+class RequestRefused(InvalidInputError):
+    """An input refused with a more specific HTTP status than 400 (413: too large, 415: a media type
+    this model does not take); raised by the model kinds' upload decoders, answered by the server."""
+
+    def __init__(self, status: int, message: object) -> None:
+        super().__init__(message)
+        self.status = int(status)
+
+
 class ModelFileError(EdgekitError):
     """A model file or bundle is missing, truncated, corrupt, foreign, or crashed its backend."""
 

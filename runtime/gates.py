@@ -155,10 +155,52 @@ SAME_BUNDLE: dict[str, Gate] = {
 }
 
 
-def gate(variant: str | None, table: dict[str, Gate] | None = None) -> Gate:
-    """The gate of a variant; an unknown variant gets the integer one (the loosest of the table)."""
+# Recipes decode to a gate family by the naming scheme (export/recipes.py): float with float32
+# weights, float with float16 weights, anything integer. A bundle of a variant the table does not
+# name (a recipe registered later) is judged by its recipe's family, on the host and on a device alike.
+FAMILIES: dict[str, Gate] = {"fp32": FP32, "fp16": FP16, "integer": INTEGER}
+SAME_BUNDLE_FAMILIES: dict[str, Gate] = {"fp32": _SAME_FLOAT, "fp16": _SAME_FLOAT, "integer": _SAME_INTEGER}
+
+
+def family_of(recipe_name: str | None) -> str | None:
+    """fp32 | fp16 | integer from a recipe's naming-scheme name (`float_wf16_af32` -> fp16), else None."""
+    mode, _, rest = str(recipe_name or "").partition("_")
+    if mode == "float":
+        return {"wf32": "fp32", "wf16": "fp16"}.get(rest.split("_")[0])
+    if mode in ("dynamic", "static", "qdq"):
+        return "integer"
+    return None
+
+
+def gate(variant: str | None, table: dict[str, Gate] | None = None, recipe: str | None = None) -> Gate | None:
+    """The gate of a bundle: its variant's row of `table` (GATES, or SAME_BUNDLE), else the row of its
+    recipe's family; None when neither is known (verify and the device both say "no gate"). A bare
+    model file has no variant: it is judged as the float reference it must be."""
     table = table or GATES
-    return table.get(variant or "fp32", table["int8"])
+    variant = variant or "fp32"
+    if variant in table:
+        return table[variant]
+    family = family_of(recipe)
+    if family is None:
+        return None
+    return (SAME_BUNDLE_FAMILIES if table is SAME_BUNDLE else FAMILIES)[family]
+
+
+def from_meta(meta: dict, variant: str | None, table: dict[str, Gate] | None = None,
+              recipe: str | None = None) -> Gate | None:
+    """The gate a golden file asks for one bundle, over the table's (see `gate`): its meta's
+    `tolerance` is keyed by variant (what `edgekit verify --save-golden` writes; a variant it does not
+    name keeps the table's gate) or one flat set of limits (older and hand-written files), which
+    applies to every variant. Keys the reader does not know are ignored. The one reader of golden
+    tolerances: `verify --golden`, `devices check` and the device's `python -m edgekit.runtime golden`."""
+    base = gate(variant, table, recipe)
+    tolerance = meta.get("tolerance") if isinstance(meta, dict) else None
+    if base is None or not isinstance(tolerance, dict) or not tolerance:
+        return base
+    if any(isinstance(v, dict) for v in tolerance.values()):
+        limits = tolerance.get(variant)
+        return Gate.from_dict(limits, base) if isinstance(limits, dict) else base
+    return Gate.from_dict(tolerance, base)
 
 
 # --- metrics and the check ------------------------------------------------------------------------
@@ -211,18 +253,3 @@ def check(gate: Gate, reference: np.ndarray, output: np.ndarray, accuracy_delta:
 
 def _g(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
-
-
-def from_meta(meta: dict, variant: str | None, table: dict[str, Gate] | None = None) -> Gate:
-    """The gate a golden file asks for: its meta's `tolerance` (keyed by variant, or flat), over the
-    table's gate for the variant."""
-    base = gate(variant, table)
-    given = meta.get("tolerance") if isinstance(meta, dict) else None
-    if not isinstance(given, dict):
-        return base
-    if isinstance(given.get(variant), dict):
-        given = given[variant]
-    elif any(isinstance(v, dict) for v in given.values()):
-        return base      # keyed by variant, but not this one
-    return Gate.from_dict(given, base)
-

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.runtime import samples
 from edgekit.runtime.errors import InvalidInputError, first_line
-from edgekit.runtime.kinds import batch_size, take
+from edgekit.runtime.samples import X_PREFIX, batch_size, take
 
 GOLDEN_FORMAT = 1
-REQUIRED = ("x", "reference")
-X_PREFIX = "x."   # inputs of a several-input model: x.NAME, one array per input name
 
 
 @dataclass
@@ -58,7 +57,8 @@ class Golden:
 
 
 def read(path: str | Path) -> Golden:
-    """The golden file at `path`; InvalidInputError (one line) when it is missing or not a golden file."""
+    """The golden file at `path`; InvalidInputError (one line) when it is missing or not a golden file.
+    Its inputs and labels are read by the one samples reader (runtime/samples.py)."""
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"golden file not found: {path} (write one with `edgekit verify --save-golden`)")
@@ -66,23 +66,22 @@ def read(path: str | Path) -> Golden:
         raise InvalidInputError(f"{path} is not a golden file (not an npz archive)")
     try:
         with np.load(path, allow_pickle=False) as data:
-            named = {k[len(X_PREFIX):]: data[k] for k in data.files if k.startswith(X_PREFIX)}
-            missing = [k for k in REQUIRED if k not in data.files and not (k == "x" and named)]
-            if missing:
-                raise InvalidInputError(f"{path} is not a golden file: missing {', '.join(missing)}")
+            if "reference" not in data.files:
+                raise InvalidInputError(f"{path} is not a golden file: missing reference")
+            reference = data["reference"]
             meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
-            golden = Golden(x=data["x"] if "x" in data.files else named, reference=data["reference"],
-                            y=data["y"] if "y" in data.files else None,
-                            utterance_y=data["utterance_y"] if "utterance_y" in data.files else None,
-                            meta=meta if isinstance(meta, dict) else {})
     except (OSError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
         if isinstance(exc, InvalidInputError):
             raise
         raise InvalidInputError(f"cannot read golden file {path}: {first_line(exc)}") from None
-    if batch_size(golden.x) != len(golden.reference):
-        raise InvalidInputError(f"{path}: {batch_size(golden.x)} inputs but {len(golden.reference)} "
-                                "reference outputs")
-    return golden
+    try:
+        found = samples.read(path, what="golden file")
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{path} is not a golden file: {exc}") from None
+    if batch_size(found.x) != len(reference):
+        raise InvalidInputError(f"{path}: {batch_size(found.x)} inputs but {len(reference)} reference outputs")
+    return Golden(x=found.x, reference=reference, y=found.y, utterance_y=found.utterance_y,
+                  meta=meta if isinstance(meta, dict) else {})
 
 
 def _plain(obj):

@@ -1,19 +1,21 @@
-"""Model kinds, registered once: what a bundle's `task` means on the device side.
+"""Model kinds, registered once: what a bundle's `task` means for its inputs, on every side.
 
-A kind holds what differs between text, image, speech and a user's own model (`tensor`):
-- `preprocessor(params, assets_dir)`: the numpy twin of the manifest's `preprocessing` block
-  (None for a kind whose inputs are already tensors);
+A kind holds what differs between text, image, speech and a user's own model (`tensor`), so that
+nothing else branches on a task's name:
+- `preprocessor(params, assets_dir)`: the numpy twin of the manifest's `preprocessing` block (None for
+  a kind whose inputs are already tensors); `make_preprocessor` dispatches on `params["type"]`;
 - `read_inputs(model, items)`: how `predict` on the command line turns its arguments into inputs;
-- `postprocess(model, outputs)`: float outputs by name -> what `EdgeModel.predict` returns;
-- `per_frame`: outputs are per frame ([N, T, C]) and judged per utterance;
-- `gate_overrides`: limits of the tolerance table (runtime/gates.py) that differ for this kind.
+- `decode_upload(model, mime, params, body)` and `classify_instances(instances)`: the server's
+  request bodies -> raw inputs (`upload_wanted` says what it takes);
+- `outside_preprocessing(shape, options)`: the `preprocessing` block for a user's own model tagged
+  with this kind (`edgekit export --task`), or a one-line refusal;
+- `mediapipe_task(metadata, input_spec)`: the MediaPipe Tasks task that can run it, or why none can;
+- `heads(manifest)` / `postprocess(model, outputs)`: the output heads (runtime/heads.py) and what
+  `EdgeModel.predict` returns;
+- `per_frame` (outputs judged per frame and per utterance) and `streams` (`listen` applies).
 
 `kind_of(task)` finds a kind; a bundle without a task (a bare .tflite/.onnx file) is a tensor model.
-Adding a kind is one class here plus one entry in KINDS (and its training side in train/kinds.py).
-
-Several inputs or outputs: a batch of inputs is one array or a mapping input name -> array
-(`batch_size`, `take`); a model's outputs compare as one array, each output flattened per sample and
-concatenated in name order (`flat_outputs`), which is what verify and golden files store.
+Adding a kind is one class here plus one entry in KINDS (and its training side in edgekit/train).
 """
 
 from __future__ import annotations
@@ -23,27 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.runtime.errors import InvalidInputError
+from edgekit.runtime import heads as heads_registry
+from edgekit.runtime.errors import InvalidInputError, RequestRefused
+from edgekit.runtime.samples import batch_size, read
 
-# --- batches of one or several inputs ---------------------------------------------------------------
-
-
-def batch_size(x) -> int:
-    """Samples in a batch: one array, or a mapping input name -> array (all the same length)."""
-    if isinstance(x, dict):
-        sizes = {len(a) for a in x.values()}
-        if len(sizes) != 1:
-            raise InvalidInputError(f"inputs have different numbers of samples: "
-                                    f"{', '.join(f'{k} {len(v)}' for k, v in x.items())}")
-        return sizes.pop()
-    return len(x)
-
-
-def take(x, start: int, stop: int | None = None):
-    """Samples start:stop of a batch (one array, or a mapping name -> array)."""
-    if isinstance(x, dict):
-        return {name: a[start:stop] for name, a in x.items()}
-    return x[start:stop]
+MAX_IMAGE_PIXELS = 16_000_000   # an upload: a 12 MP camera frame fits; a decompression bomb does not
 
 
 def flat_outputs(outputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -55,38 +41,17 @@ def flat_outputs(outputs: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([r.reshape(len(r), -1) for r in rows], axis=1)
 
 
-def read_npz_inputs(path: str | Path, names: list[str]) -> dict[str, np.ndarray] | np.ndarray:
-    """An .npz of model inputs: `x` for a one-input model, else one array per input name."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"cannot read {path} as an npz of arrays: {exc}") from None
-    if len(names) == 1:
-        if "x" in arrays:
-            return arrays["x"]
-        if names[0] in arrays:
-            return arrays[names[0]]
-        raise InvalidInputError(f"{path} has no 'x' array (or one named {names[0]!r})")
-    missing = [n for n in names if n not in arrays]
-    if missing:
-        raise InvalidInputError(f"{path} lacks input(s) {', '.join(missing)}: the model takes "
-                                f"{', '.join(names)} (one array per input name)")
-    return {n: arrays[n] for n in names}
-
-
 # --- the kinds --------------------------------------------------------------------------------------
 
 
 class ModelKind:
     name = ""
     per_frame = False
+    streams = False                 # `listen` runs it on a stream
+    outside_models = True           # a user's own model can be tagged with it (`export --task`)
+    upload_wanted = 'JSON ({"instances": [...]}, Content-Type: application/json)'
 
-    def gate_overrides(self, manifest: dict) -> dict[str, float | None]:
-        """Limits of the tolerance table that do not apply to this bundle (None) or differ."""
-        return {}
-
+    # -- inputs --
     def preprocessor(self, params: dict, assets_dir) -> Callable[[list], np.ndarray] | None:
         return None
 
@@ -97,18 +62,56 @@ class ModelKind:
                 raise InvalidInputError(f"{self.name} input not found: {item}")
         return list(items), list(items)
 
+    def decode_upload(self, model, mime: str, params: dict, body: bytes) -> list:
+        """A raw request body of type `mime` -> raw inputs (RequestRefused 415 for a type it does not take)."""
+        raise RequestRefused(415, f"Content-Type {mime or '(none)'!r} is not accepted here; this model takes "
+                                  f"{self.upload_wanted}")
+
+    def classify_instances(self, instances) -> list | None:
+        """A JSON :classify body's instances -> raw inputs; None: they are tensors (the server reads them)."""
+        raise RequestRefused(415, f"this {self.name} model takes the raw {self.upload_wanted} as the request body")
+
+    def outside_preprocessing(self, shapes: dict[str, list], options: dict) -> tuple[dict | None, dict[str, Path]]:
+        """(preprocessing block, assets to copy) for a user's model of this kind with `export` options;
+        `shapes`: the model's input shapes by name (batch axis first; {} when its file does not say)."""
+        unused = [k for k in ("preprocess", "vocab", "max_len") if options.get(k)]
+        if unused:
+            raise InvalidInputError(f"--{unused[0].replace('_', '-')} does not apply to --task {self.name}")
+        return None, {}
+
+    def mediapipe_task(self, metadata: dict, input_spec: dict) -> tuple[str | None, str | None]:
+        """(MediaPipe Tasks task that runs this model with its metadata, None) or (None, why none can)."""
+        return None, f"no MediaPipe task for {self.name!r} models"
+
+    # -- outputs --
+    def head_context(self, model) -> heads_registry.HeadContext:
+        return heads_registry.HeadContext(model.labels, len(model.output_names), self.per_frame,
+                                          model.bundle.preprocessing)
+
+    def heads(self, manifest: dict) -> list[heads_registry.Head]:
+        """The head of every output, as the manifest lists them."""
+        outputs = manifest.get("outputs") or []
+        context = heads_registry.HeadContext(manifest.get("labels"), len(outputs), self.per_frame,
+                                             manifest.get("preprocessing"))
+        return [heads_registry.infer(spec, context) for spec in outputs]
+
+    def gate_overrides(self, manifest: dict) -> dict[str, float | None]:
+        """Limits of the tolerance table that do not apply to this bundle (None) or differ: those of
+        its heads (agreement means nothing for a `values` head or several outputs compared as one)."""
+        overrides: dict = {}
+        for head in self.heads(manifest) or [heads_registry.HEADS["values"]]:
+            overrides.update(head.gate_overrides())
+        return overrides
+
     def postprocess(self, model, outputs: dict[str, np.ndarray]):
         """Float outputs by name (batch first) -> one Prediction per sample (a classifier)."""
-        from edgekit.runtime.model import Prediction
-
-        probs = next(iter(outputs.values()))
-        labels = model.labels or [str(i) for i in range(probs.shape[-1])]
-        rows = probs.reshape(probs.shape[0], -1)
-        return [Prediction(labels[int(np.argmax(r))], int(np.argmax(r)), _as_dict(labels, r)) for r in rows]
+        values = next(iter(outputs.values()))
+        return heads_registry.HEADS["classes"].results(values, self.head_context(model))
 
 
 class TextKind(ModelKind):
     name = "text"
+    upload_wanted = "text (Content-Type: text/plain)"
 
     @staticmethod
     def params_for(max_len: int, padding: str = "post") -> dict:
@@ -129,9 +132,44 @@ class TextKind(ModelKind):
                 raise InvalidInputError(f"text input {i} is empty")
         return list(items), list(items)
 
+    def decode_upload(self, model, mime, params, body):
+        if not mime.startswith("text/"):
+            return super().decode_upload(model, mime, params, body)
+        try:
+            return [body.decode(params.get("charset") or "utf-8")]
+        except (UnicodeDecodeError, LookupError):
+            raise InvalidInputError(f"body is not text in {params.get('charset') or 'utf-8'}") from None
+
+    def classify_instances(self, instances):
+        if not isinstance(instances, list) or not instances or not all(isinstance(t, str) for t in instances):
+            raise InvalidInputError("instances must be a non-empty list of texts for this text model")
+        return instances
+
+    def outside_preprocessing(self, shapes, options):
+        vocab, max_len = options.get("vocab"), options.get("max_len")
+        shape = next(iter(shapes.values())) if len(shapes) == 1 else None
+        if options.get("preprocess"):
+            raise InvalidInputError("--preprocess applies with --task image; --vocab and --max-len with --task text")
+        if not vocab:
+            raise InvalidInputError("--task text needs --vocab vocab.txt (one token per line: padding, [UNK], "
+                                    "then the tokens, as keras.layers.TextVectorization.get_vocabulary() lists them)")
+        length = max_len or (shape[1] if shape and len(shape) == 2 else None)
+        if not length:
+            raise InvalidInputError("--task text needs --max-len N (the model's token sequence length)")
+        return self.params_for(length), {"vocab.txt": Path(vocab)}
+
+    def mediapipe_task(self, metadata, input_spec):
+        return None, ("MediaPipe's RegexTokenizer cannot express our text preprocessing: it does not "
+                      "lowercase, it splits on a delimiter regex where we delete punctuation inside words, it "
+                      "prepends <START> and pads after the tokens where our LSTM was trained on pre-padded ids")
+
+
+IMAGE_TYPES = {"image/jpeg", "image/jpg", "image/png", "image/bmp", "image/gif", "image/webp"}
+
 
 class ImageKind(ModelKind):
     name = "image"
+    upload_wanted = "a photo (Content-Type: image/jpeg or image/png)"
     # `--preprocess` presets for an outside image model: what keras.applications' preprocess_input
     # does for each family, as the image preprocessor's (x[..., order] - mean) / std.
     PRESETS = {
@@ -166,32 +204,73 @@ class ImageKind(ModelKind):
         return {"type": "image", "height": int(height), "width": int(width), "channels": 3,
                 "resize": "bilinear", "antialias": False, "preset": preset, **scaling}
 
+    def decode_upload(self, model, mime, params, body):
+        if mime not in IMAGE_TYPES:
+            return super().decode_upload(model, mime, params, body)
+        from edgekit.runtime.preprocess.image import image_size, read_image_bytes
+
+        width, height = image_size(body, "the upload")  # the header only: refuse a decompression bomb
+        if width * height > MAX_IMAGE_PIXELS:
+            raise RequestRefused(413, f"image is {width}x{height} pixels; at most {MAX_IMAGE_PIXELS} pixels")
+        return [read_image_bytes(body, "the upload")]
+
+    def outside_preprocessing(self, shapes, options):
+        if options.get("vocab") or options.get("max_len"):
+            raise InvalidInputError("--preprocess applies with --task image; --vocab and --max-len with --task text")
+        if len(shapes) != 1:
+            raise InvalidInputError(f"--task image needs a one-input model; this one has "
+                                    f"{len(shapes) or 'unknown'} inputs")
+        shape = next(iter(shapes.values()))
+        if len(shape) != 4 or shape[-1] != 3 or not shape[1] or not shape[2]:
+            raise InvalidInputError(f"--task image needs an input of shape (batch, height, width, 3), the model "
+                                    f"takes {tuple(shape)}")
+        return self.params_for(options.get("preprocess") or "scale:1/1", shape[1], shape[2]), {}
+
+    def mediapipe_task(self, metadata, input_spec):
+        params = metadata.get("preprocessing") or {}
+        if params.get("channel_order", "RGB") != "RGB":
+            return None, (f"the model takes {params.get('channel_order')} input ({params.get('mode')} mode); "
+                          "MediaPipe feeds RGB")
+        if not metadata.get("labels") or not params.get("mean") or not params.get("std"):
+            return None, "the model has no labels or no normalization mean/std to describe"
+        if input_spec.get("dtype") != "float32":
+            return None, (f"the model's input is {input_spec.get('dtype')}: MediaPipe would feed raw 0..255 "
+                          "pixels; export with --int8-io float32 (the default)")
+        return "ImageClassifier", None
+
+
+WAV_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave")
+
 
 class SpeechKind(ModelKind):
     name = "speech"
     per_frame = True
+    streams = True
+    outside_models = False      # its features come from edgekit's own front end and training
+    upload_wanted = "a 16-bit mono WAV (Content-Type: audio/wav)"
 
     def preprocessor(self, params, assets_dir):
         from edgekit.runtime.preprocess.audio import AudioPreprocessor
 
         return AudioPreprocessor(params)
 
+    def decode_upload(self, model, mime, params, body):
+        if mime not in WAV_TYPES:
+            return super().decode_upload(model, mime, params, body)
+        import io
+
+        from edgekit.runtime.preprocess.audio import read_wav
+
+        return [read_wav(io.BytesIO(body), (model.bundle.preprocessing or {}).get("sample_rate"), name="the upload")]
+
+    def mediapipe_task(self, metadata, input_spec):
+        return None, ("MediaPipe's AudioClassifier feeds raw waveform samples to the model; this model "
+                      "takes log-mel/MFCC frames from edgekit's numpy front end")
+
     def postprocess(self, model, outputs):
         """[N, T, C] per-frame probabilities -> a label per utterance, with the per-frame labels."""
-        from edgekit.runtime.model import Prediction
-        from edgekit.runtime.preprocess.audio import utterance_probs
-
-        probs = next(iter(outputs.values()))
-        if probs.ndim != 3:
-            return super().postprocess(model, outputs)
-        labels = model.labels or [str(i) for i in range(probs.shape[-1])]
-        utterance = np.asarray(utterance_probs(probs, model.bundle.preprocessing or {}), dtype=np.float64)
-        results = []
-        for frames, row in zip(probs, utterance):
-            idx = int(np.argmax(row))
-            results.append(Prediction(labels[idx], idx, _as_dict(labels, row),
-                                      [labels[int(j)] for j in np.argmax(frames, axis=-1)], frames))
-        return results
+        values = next(iter(outputs.values()))
+        return heads_registry.HEADS["frames"].results(values, self.head_context(model))
 
 
 class TensorKind(ModelKind):
@@ -210,7 +289,7 @@ class TensorKind(ModelKind):
                 raise InvalidInputError(f"input file not found: {item}")
             suffix = path.suffix.lower()
             if suffix == ".npz":
-                batch = read_npz_inputs(path, names)
+                batch = read(path, names, "input", batched=False).x
             elif suffix == ".npy" and len(names) == 1:
                 try:
                     batch = np.load(path, allow_pickle=False)
@@ -232,13 +311,8 @@ class TensorKind(ModelKind):
         except ValueError as exc:
             raise InvalidInputError(f"input arrays do not stack into one batch: {exc}") from None
 
-    def gate_overrides(self, manifest):
-        """Top-1 agreement means something only for one [N, C] output (a classifier): not for
-        several outputs compared as one concatenated row, nor for a regression or sequence output."""
-        outputs = manifest.get("outputs") or []
-        if len(outputs) != 1 or len(outputs[0].get("shape") or []) != 2 or (outputs[0]["shape"][-1] or 0) < 2:
-            return {"min_agreement": None}
-        return {}
+    def classify_instances(self, instances):
+        return None  # tensors: the server reads them as arrays
 
     def postprocess(self, model, outputs):
         single = next(iter(outputs.values()))
@@ -254,11 +328,8 @@ def _with_batch_axis(batch, names: list[str], inputs):
     return batch if batch.ndim == len(inputs[0].shape) else batch[None]
 
 
-def _as_dict(labels: list[str], row: np.ndarray) -> dict[str, float]:
-    return {label: float(p) for label, p in zip(labels, row)}
-
-
 KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (TextKind(), ImageKind(), SpeechKind(), TensorKind())}
+TENSOR = KINDS["tensor"]
 
 
 def kind_gate(gate, manifest: dict):
@@ -274,7 +345,21 @@ def kind_gate(gate, manifest: dict):
 def kind_of(task: str | None) -> ModelKind:
     """The kind of a bundle's `task` (a bundle without one is a tensor model)."""
     if task is None or task == "":
-        return KINDS["tensor"]
+        return TENSOR
     if task not in KINDS:
         raise InvalidInputError(f"unknown model kind {task!r}; known: {', '.join(KINDS)}")
     return KINDS[task]
+
+
+def make_preprocessor(params: dict, assets_dir: str | Path | None = None) -> Callable[[list], np.ndarray]:
+    """The `preprocessing` block of edgekit.json / a manifest as a callable: raw inputs -> model inputs.
+    assets_dir: the model directory or bundle folder (holding assets/vocab.txt), or its assets/."""
+    if not isinstance(params, dict) or "type" not in params:
+        raise InvalidInputError("preprocessing parameters are missing their 'type'")
+    kind = KINDS.get(params["type"])
+    preprocessor = kind.preprocessor(params, assets_dir) if kind is not None else None
+    if preprocessor is None:
+        with_preprocessing = [name for name, k in KINDS.items() if type(k).preprocessor is not ModelKind.preprocessor]
+        raise InvalidInputError(f"unknown preprocessing type {params['type']!r}; expected "
+                                f"{', '.join(with_preprocessing)}")
+    return preprocessor

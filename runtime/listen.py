@@ -397,7 +397,7 @@ def raw_pcm_blocks(stream, rate: int) -> Iterator[np.ndarray]:
 
 def add_listen_arguments(p) -> None:
     """The flags of `python -m edgekit.runtime listen` and `edgekit listen`."""
-    from edgekit.runtime.cli import BACKEND_CHOICES, positive_int
+    from edgekit.runtime.commandline import BACKEND_CHOICES, positive_int
 
     p.add_argument("bundle", metavar="BUNDLE", help="a speech bundle (per-frame model)")
     p.add_argument("source", metavar="FILE.wav|-",
@@ -418,7 +418,8 @@ def listen_command(args) -> int:
     import json
     import sys
 
-    from edgekit.runtime.cli import _load, _out
+    from edgekit.runtime.commandline import load_bundle as _load
+    from edgekit.runtime.commandline import out as _out
 
     with _load(args) as model:
         if args.source == "-":

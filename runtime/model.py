@@ -13,7 +13,7 @@ rest of this class keeps no per-call state.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -21,31 +21,9 @@ from edgekit.runtime import profiles
 from edgekit.runtime.backends import FORMAT_BACKENDS, create_runner, is_available
 from edgekit.runtime.bundle import Bundle, read_bundle
 from edgekit.runtime.errors import EdgekitError, InvalidInputError, ModelFileError
-from edgekit.runtime.kinds import flat_outputs, kind_of
+from edgekit.runtime.heads import Prediction
+from edgekit.runtime.kinds import flat_outputs, kind_of, make_preprocessor
 from edgekit.runtime.settings import make_settings
-
-
-@dataclass
-class Prediction:
-    label: str
-    index: int
-    probabilities: dict[str, float]                  # label -> probability (per utterance for speech)
-    frame_labels: list[str] | None = None            # speech: top-1 label per frame
-    frame_probabilities: np.ndarray | None = field(default=None, repr=False)  # speech: [T, C]
-
-    @property
-    def score(self) -> float:
-        return self.probabilities[self.label]
-
-    def top(self, k: int = 3) -> list[tuple[str, float]]:
-        return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:max(1, int(k))]
-
-    def to_dict(self, top_k: int | None = None) -> dict:
-        out = {"label": self.label, "index": self.index, "score": self.score,
-               "probabilities": dict(self.top(top_k)) if top_k else self.probabilities}
-        if self.frame_labels is not None:
-            out["frame_labels"] = self.frame_labels
-        return out
 
 
 def _quantize(x: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
@@ -194,8 +172,6 @@ class EdgeModel:
             params = self.bundle.preprocessing
             if params is None:
                 return None
-            from edgekit.runtime.preprocess import make_preprocessor  # lazy: only models with raw inputs
-
             self._preprocessor = make_preprocessor(params, self.bundle.path if self.bundle.path.is_dir()
                                                    else self.bundle.path.parent)
         return self._preprocessor
@@ -286,6 +262,31 @@ def load(path: str | os.PathLike, backend: str | None = None, threads: int | Non
 
         probe(bundle.model_bytes, bundle.format, backend, name, settings)
     runner = create_runner(bundle.format, bundle.model_bytes, settings=settings, backend=backend, name=name)
+    try:
+        return EdgeModel(bundle, runner, settings)
+    except EdgekitError:
+        runner.deactivate()
+        raise
+
+
+def load_converted(path: str | os.PathLike, manifest: dict, threads: int | None = 1) -> EdgeModel:
+    """A model file that is not a bundle yet, with the manifest it will get (at least its `inputs` and
+    `outputs` with their public names): what export's after-conversion check runs, through the same
+    runner, settings and kernels as a device (the format's first backend, XNNPACK on for TFLite).
+    No sandbox probe: export converts and checks in a child process already."""
+    import hashlib
+
+    from edgekit.runtime import formats
+
+    path = Path(path)
+    fmt = formats.by_suffix(path)
+    if fmt is None:
+        raise ModelFileError(f"{path}: not a model file ({formats.suffixes()})")
+    data = path.read_bytes()
+    fmt.check_bytes(data, path)
+    bundle = Bundle(path, path, fmt.name, data, hashlib.sha256(data).hexdigest(), manifest, trusted=True)
+    settings = make_settings(threads=threads)
+    runner = create_runner(fmt.name, data, settings=settings, name=path.name)
     try:
         return EdgeModel(bundle, runner, settings)
     except EdgekitError:

@@ -57,7 +57,7 @@ def test_outside_model_refusals_are_one_line(tmp_path, capsys):
         (["export", str(tmp_path / "missing.keras")], "model file not found"),
         (["export", str(model), "--calibration", str(tmp_path / "only_x.npz")], "takes 2 inputs"),
         (["export", str(model), "--calibration", str(tmp_path / "wrong.npz")], "lacks input(s) extra"),
-        (["export", str(model), "--task", "image"], "one-input .keras model"),
+        (["export", str(model), "--task", "image"], "needs a one-input model; this one has 2 inputs"),
         (["export", str(model), "--preprocess", "scale:1/255"], "needs --task image"),
     ]
     legacy = tmp_path / "old.h5"

@@ -94,9 +94,8 @@ def test_check_with_a_golden_file(device_bundles, tmp_path, capsys):
     from edgekit.devices import check
 
     bundle, manifest = check.read_bundle(device_bundles / "speech-tflite-fp32")
-    stage = check.stage_runtime(tmp_path / "stage")
     golden = tmp_path / "golden.npz"
-    check.make_golden(bundle, manifest, 6, stage, golden)
+    check.make_golden(bundle, manifest, 6, golden)
     with np.load(golden) as data:
         assert data["x"].shape[0] == 6
     rc, summary, out = _check_golden("rpi4", device_bundles / "speech-tflite-int8", golden, tmp_path, capsys)

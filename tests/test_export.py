@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgekit.core import UserError, sha256_file
-from edgekit.export import export_model, opcheck, recipes
+from edgekit.export import export_model, formats, opcheck, recipes
 from edgekit.runtime.errors import SettingsError
 
 ALL_FORMATS = ("tflite", "onnx")
@@ -20,26 +20,28 @@ RECIPE_NAME = re.compile(r"^(float|dynamic|static|qdq)_w[if]\d+_a(i|f|fp)\d+$")
 # -- fast: no TensorFlow ----------------------------------------------------------------------------
 
 def test_every_format_variant_has_a_recipe_or_a_reason():
-    for fmt in recipes.FORMATS:
-        for variant in recipes.VARIANTS:
-            recipe = recipes.recipe_for(fmt, variant)
+    for fmt in formats.NAMES:
+        for variant in recipes.variants():
+            recipe = formats.recipe_for(fmt, variant)
             if recipe is None:
-                assert recipes.UNAVAILABLE[(fmt, variant)]
+                assert formats.unavailable(fmt, variant)
             else:
-                assert RECIPE_NAME.match(recipe.name), recipe.name
+                assert RECIPE_NAME.match(formats.recipe_name(fmt, recipe)), recipe.name
                 assert recipe.reason
-    assert recipes.RECIPES[("tflite", "int8")].name == "static_wi8_ai8"
-    assert recipes.RECIPES[("tflite", "int16x8")].name == "static_wi8_ai16"
-    assert recipes.RECIPES[("tflite", "dynamic")].name == "dynamic_wi8_afp32"
-    assert recipes.RECIPES[("onnx", "int8")].name == "qdq_wi8_ai8"
+    names = {(f, v): formats.recipe_name(f, recipes.get(v)) for f, v in
+             (("tflite", "int8"), ("tflite", "int16x8"), ("tflite", "dynamic"), ("onnx", "int8"))}
+    assert names == {("tflite", "int8"): "static_wi8_ai8", ("tflite", "int16x8"): "static_wi8_ai16",
+                     ("tflite", "dynamic"): "dynamic_wi8_afp32", ("onnx", "int8"): "qdq_wi8_ai8"}
 
 
 def test_int16x8_is_refused_for_lstm_models_with_the_reason():
-    reason = recipes.refusal_reason(recipes.RECIPES[("tflite", "int16x8")], {"InputLayer", "LSTM", "Dense"})
+    refusal = formats.host("tflite").refusal
+    reason = refusal(recipes.get("int16x8"), {"InputLayer", "LSTM", "Dense"})
     assert reason and "UNIDIRECTIONAL_SEQUENCE_LSTM" in reason
-    assert recipes.refusal_reason(recipes.RECIPES[("tflite", "int16x8")], {"Conv2D", "Dense"}) is None
+    assert refusal(recipes.get("int16x8"), {"Conv2D", "Dense"}) is None
     # GRU/SimpleRNN are unrolled into ordinary builtin ops: the converter decides for them.
-    assert recipes.refusal_reason(recipes.RECIPES[("tflite", "int16x8")], {"GRU", "Dense"}) is None
+    assert refusal(recipes.get("int16x8"), {"GRU", "Dense"}) is None
+    assert refusal(recipes.get("int8"), {"LSTM"}) is None
 
 
 def test_bad_model_dir_is_a_user_error(tmp_path):
@@ -195,7 +197,7 @@ def test_manifests_and_onnx_checker(exported, export_model_dir, task):
         manifest = json.loads((result.bundle / "manifest.json").read_text())
         model_file = result.bundle / manifest["model_file"]
         assert manifest["format"] == result.format and manifest["variant"] == result.variant
-        assert manifest["recipe"] == recipes.RECIPES[(result.format, result.variant)].name
+        assert manifest["recipe"] == formats.recipe_name(result.format, recipes.get(result.variant))
         assert manifest["sha256"] == sha256_file(model_file)
         assert manifest["size_bytes"] == model_file.stat().st_size == result.size_bytes
         assert manifest["source"]["model_sha256"] == sha256_file(model_dir / "model.keras")

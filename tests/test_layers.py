@@ -1,10 +1,14 @@
-"""The architecture holds: every module's imports (read from its AST) go down the layers, never up or
-sideways, and the runtime imports no host-side library.
+"""The architecture holds: read from every module's AST (imports inside functions included),
+- no import cycle between modules;
+- imports only go down the layers: a component imports components of lower layers, and a component
+  of its own layer only where PEERS declares it;
+- the runtime (the device side) imports no host-side library;
+and each rule catches what it is for (the self-test cases at the end).
 
-Layers, bottom to top (docs/design.md):
-  edgekit.runtime  <  edgekit.core  <  edgekit.train  <  edgekit.export  <  edgekit.devices
-  <  edgekit.verify  <  the `edgekit` package itself (CLI, pipeline, bench)
-devices sits below verify because `verify --device` recommends a bundle per device profile.
+Components, bottom to top (docs/design.md): inside the runtime, its modules and subpackages in the
+order of RUNTIME_LAYERS; above it the host packages, core < train < export < devices < verify < the
+`edgekit` package itself (CLI, pipeline, bench). devices sits below verify because `verify --device`
+recommends a bundle per device profile.
 """
 
 from __future__ import annotations
@@ -16,12 +20,35 @@ import pytest
 import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ["edgekit.runtime", "edgekit.core", "edgekit.train", "edgekit.export", "edgekit.devices",
-          "edgekit.verify", "edgekit"]
-# Third-party libraries the device side must never import (the TensorFlow backend is the one
-# exception: it is the last-resort TFLite interpreter, chosen only where nothing lighter exists).
+RUNTIME = "edgekit.runtime"
+# The runtime's components (its modules and subpackages), bottom to top; one tuple per layer.
+RUNTIME_LAYERS = [
+    ("errors", "units", "compare", "timing", "synthetic"),
+    ("", "child", "samples", "formats", "preprocess"),     # "": the package's own __init__
+    ("profiles",),
+    ("settings",),
+    ("backends",),
+    ("bundle", "heads"),
+    ("kinds", "gates"),
+    ("golden", "sandbox", "commandline"),
+    ("model", "listen"),
+    ("serve",),
+    ("cli",),
+    ("__main__",),
+]
+HOST_LAYERS = ["edgekit.core", "edgekit.train", "edgekit.export", "edgekit.devices", "edgekit.verify", "edgekit"]
+# Imports between components of one layer that are allowed (importer, imported).
+PEERS = {
+    (f"{RUNTIME}.model", f"{RUNTIME}.listen"),   # EdgeModel.listen(): the streaming word detector
+}
+# Third-party libraries the device side must never import, and the modules allowed one of them:
+# the TensorFlow backend (the last-resort TFLite interpreter, chosen only where nothing lighter
+# exists), the TFLite graph reader (TensorFlow's copy of the flatbuffer schema where ai-edge-litert is
+# absent), the ONNX graph reader (host-side use: a device never reads an ONNX graph).
 HOST_ONLY = {"tensorflow", "keras", "tf_keras", "tf2onnx", "onnx", "matplotlib"}
-RUNTIME_EXCEPTIONS = {"edgekit.runtime.backends.tensorflow_lite": {"tensorflow"}}
+RUNTIME_EXCEPTIONS = {f"{RUNTIME}.backends.tensorflow_lite": {"tensorflow"},
+                      f"{RUNTIME}.formats.tflite": {"tensorflow"}, f"{RUNTIME}.formats.onnx": {"onnx"}}
+OLD_TOP_LEVEL = ("train", "export", "runtime", "verify", "devices", "core")
 
 
 def _package_dirs() -> dict[str, Path]:
@@ -35,86 +62,160 @@ def _modules() -> dict[str, Path]:
     for package, folder in _package_dirs().items():
         for path in folder.rglob("*.py"):
             rel = path.relative_to(folder).with_suffix("")
-            parts = [p for p in rel.parts if p != "__init__"]
-            name = ".".join([package, *parts])
-            found[name] = path
+            found[".".join([package, *[p for p in rel.parts if p != "__init__"]])] = path
     return found
 
 
-def _layer(module: str) -> int:
-    """Index in LAYERS of the most specific layer that holds `module`."""
-    best = None
-    for i, layer in enumerate(LAYERS):
-        if module == layer or module.startswith(layer + "."):
-            if best is None or len(layer) > len(LAYERS[best]):
-                best = i
-    assert best is not None, module
-    return best
-
-
-def _imports(module: str, path: Path) -> list[tuple[int, str]]:
+def _imports(module: str, path: Path, known: set[str]) -> list[tuple[int, str]]:
+    """(line, imported name): `from P import m` names the module P.m when there is one, else P."""
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-    is_package = path.name == "__init__.py"
+    base = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative import: resolve against this module's package
-                base = module.split(".") if is_package else module.split(".")[:-1]
-                base = base[:len(base) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            if target == "edgekit":  # `from edgekit import runtime` imports the subpackage;
-                # `from edgekit import __version__` reads the root package, which everything may
-                out += [(node.lineno, f"edgekit.{a.name}" if not a.name.startswith("__") else "edgekit")
-                        for a in node.names]
-            else:
-                out.append((node.lineno, target))
+            target = ".".join(base[:len(base) - node.level + 1] + ([node.module] if node.module else [])) \
+                if node.level else node.module or ""
+            for alias in node.names:
+                full = f"{target}.{alias.name}"
+                out.append((node.lineno, full if full in known else target))
     return out
+
+
+def import_graph(modules: dict[str, Path]) -> dict[str, list[tuple[int, str]]]:
+    known = set(modules)
+    return {m: list(dict.fromkeys(_imports(m, p, known))) for m, p in modules.items()}
+
+
+def component(module: str) -> tuple[int, str]:
+    """(layer index, component name) of a module of the distribution."""
+    if module == RUNTIME or module.startswith(RUNTIME + "."):
+        part = module[len(RUNTIME) + 1:].split(".")[0] if module != RUNTIME else ""
+        for i, layer in enumerate(RUNTIME_LAYERS):
+            if part in layer:
+                return i, f"{RUNTIME}.{part}" if part else RUNTIME
+        raise AssertionError(f"{module}: add its component {part!r} to RUNTIME_LAYERS")
+    for i, layer in sorted(enumerate(HOST_LAYERS), key=lambda item: -len(item[1])):
+        if module == layer or module.startswith(layer + "."):
+            return len(RUNTIME_LAYERS) + i, layer
+    raise AssertionError(f"{module} is in no layer")
+
+
+def cycles(graph: dict[str, list[tuple[int, str]]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), each as a list of modules."""
+    edges = {m: sorted({t for _, t in imports if t in graph and t != m}) for m, imports in graph.items()}
+    index, low, stack, on_stack, found, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def layer_problems(graph: dict[str, list[tuple[int, str]]], where=lambda m, line: f"{m}:{line}") -> list[str]:
+    problems = []
+    for module, imports in sorted(graph.items()):
+        mine, my_component = component(module)
+        for line, target in imports:
+            top = target.split(".")[0]
+            if top in OLD_TOP_LEVEL:
+                problems.append(f"{where(module, line)} imports the old top-level package {target!r}")
+            elif top == "edgekit" and target != "edgekit":
+                theirs, their_component = component(target)
+                if theirs > mine:
+                    problems.append(f"{where(module, line)}: {module} imports {target}, a higher layer")
+                elif theirs == mine and their_component != my_component \
+                        and (my_component, their_component) not in PEERS:
+                    problems.append(f"{where(module, line)}: {module} imports {target}, an undeclared peer "
+                                    f"({my_component} -> {their_component}; declare it in PEERS or move a layer)")
+            elif my_component.startswith(RUNTIME) and top in HOST_ONLY - RUNTIME_EXCEPTIONS.get(module, set()):
+                problems.append(f"{where(module, line)}: the runtime imports host-only library {top!r}")
+    return problems
+
+
+def _where(modules):
+    return lambda module, line: f"{modules[module].relative_to(ROOT)}:{line}"
 
 
 def test_every_package_is_listed_for_the_wheel():
     """A subpackage folder missing from pyproject's explicit list would be left out of the wheel."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(config["packages"])
-    on_disk = {name.rsplit(".", 1)[0] if path.name != "__init__.py" else name
-               for name, path in _modules().items()}
+    on_disk = {name.rsplit(".", 1)[0] if path.name != "__init__.py" else name for name, path in _modules().items()}
     assert on_disk <= listed, sorted(on_disk - listed)
+
+
+def test_no_import_cycles():
+    modules = _modules()
+    assert len(modules) > 60
+    found = cycles(import_graph(modules))
+    assert not found, "import cycles (imports inside functions count):\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
 def test_imports_only_go_down_the_layers():
     modules = _modules()
-    assert len(modules) > 40
-    problems = []
-    for module, path in sorted(modules.items()):
-        mine = _layer(module)
-        for line, target in _imports(module, path):
-            top = target.split(".")[0]
-            where = f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}:{line}"
-            if top in ("train", "export", "runtime", "verify", "devices", "core"):
-                problems.append(f"{where} imports the old top-level package {target!r}")
-            elif top == "edgekit" and target != "edgekit":
-                theirs = _layer(target)
-                if theirs > mine:
-                    problems.append(f"{where}: {module} imports {target}, a higher layer")
-                elif theirs == mine and not (target == LAYERS[mine] or target.startswith(LAYERS[mine] + ".")):
-                    problems.append(f"{where}: {module} imports {target} sideways")
-            elif mine == 0 and top in HOST_ONLY - RUNTIME_EXCEPTIONS.get(module, set()):
-                problems.append(f"{where}: the runtime imports host-only library {top!r}")
+    problems = layer_problems(import_graph(modules), _where(modules))
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("source, message", [
-    ("from edgekit.train import data\n", "higher layer"),
-    ("import export.tflite\n", "old top-level"),
-    ("import tensorflow\n", "host-only"),
+# --- the rules catch what they are for --------------------------------------------------------------------
+
+def _fake(tmp_path, sources: dict[str, str]) -> dict[str, list[tuple[int, str]]]:
+    paths = {}
+    for module, source in sources.items():
+        path = tmp_path / (module.replace(".", "_") + ".py")
+        path.write_text(source)
+        paths[module] = path
+    return import_graph(paths)
+
+
+def test_a_cycle_is_found_even_through_an_import_inside_a_function(tmp_path):
+    graph = _fake(tmp_path, {
+        f"{RUNTIME}.kinds": "from edgekit.runtime import heads\n",
+        f"{RUNTIME}.heads": "def f():\n    from edgekit.runtime.kinds import KINDS\n",
+        f"{RUNTIME}.errors": "",
+    })
+    assert cycles(graph) == [[f"{RUNTIME}.heads", f"{RUNTIME}.kinds"]]
+
+
+@pytest.mark.parametrize("module, source, message", [
+    ("edgekit.export.x", "from edgekit.verify import core\n", "a higher layer"),
+    (f"{RUNTIME}.preprocess.text", "def f():\n    from edgekit.runtime.kinds import KINDS\n", "a higher layer"),
+    (f"{RUNTIME}.bundle", "from edgekit.runtime.heads import HEADS\n", "an undeclared peer"),
+    (f"{RUNTIME}.kinds", "import edgekit.runtime.gates\n", "an undeclared peer"),
+    ("edgekit.export.x", "import export.tflite\n", "old top-level"),
+    (f"{RUNTIME}.bundle", "import tensorflow\n", "host-only"),
 ])
-def test_the_layer_check_catches_violations(tmp_path, monkeypatch, source, message):
-    bad = tmp_path / "bad.py"
-    bad.write_text(source)
-    real = _modules()
-    monkeypatch.setattr(__import__(__name__), "_modules", lambda: {**real, "edgekit.runtime.bad": bad})
-    with pytest.raises(AssertionError, match=message):
-        test_imports_only_go_down_the_layers()
+def test_the_layer_rules_catch_violations(tmp_path, module, source, message):
+    problems = layer_problems(_fake(tmp_path, {module: source}))
+    assert len(problems) == 1 and message in problems[0], problems
+
+
+def test_declared_peers_and_lower_layers_pass(tmp_path):
+    graph = _fake(tmp_path, {f"{RUNTIME}.model": "from edgekit.runtime.listen import listen\n"
+                                                "from edgekit.runtime import kinds, errors\n",
+                             "edgekit.verify.x": "from edgekit.devices import estimate\nimport numpy\n"})
+    assert layer_problems(graph) == []

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edgekit.export import metadata as tflite_metadata
-from edgekit.runtime.preprocess import make_preprocessor
+from edgekit.runtime.kinds import make_preprocessor
 from edgekit.runtime.preprocess.image import read_image_file, resize_bilinear_mediapipe
 
 FLOAT_INPUT = {"name": "images", "shape": [1, 64, 64, 3], "dtype": "float32"}

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from edgekit.runtime.errors import InvalidInputError
-from edgekit.runtime.preprocess import make_preprocessor, utterance_probs
+from edgekit.runtime.kinds import make_preprocessor
+from edgekit.runtime.preprocess import utterance_probs
 from edgekit.runtime.preprocess.audio import fit_length, raw_features, read_wav
 from edgekit.runtime.preprocess.wav import WavReader
 from edgekit.runtime.preprocess.wav import read_wav as read_wav_file

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgekit.runtime.errors import InvalidInputError
-from edgekit.runtime.preprocess import make_preprocessor
+from edgekit.runtime.kinds import make_preprocessor
 from edgekit.runtime.preprocess.image import read_image_file
 
 
@@ -152,7 +152,7 @@ RSS_SCRIPT = """
 import sys
 import numpy as np
 from PIL import Image
-from edgekit.runtime.preprocess import make_preprocessor
+from edgekit.runtime.kinds import make_preprocessor
 pre = make_preprocessor({"type": "image", "height": 64, "width": 64, "resize": "bilinear",
                          "mean": [127.5] * 3, "std": [127.5] * 3})
 if sys.argv[1] == "baseline":

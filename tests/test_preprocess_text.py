@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgekit.runtime.errors import InvalidInputError
-from edgekit.runtime.preprocess import make_preprocessor
+from edgekit.runtime.kinds import make_preprocessor
 from edgekit.runtime.preprocess.text import TextTokenizer, pad_ids, read_vocab
 from edgekit.train.data import read_text_table
 

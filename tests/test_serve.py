@@ -30,7 +30,6 @@ import pytest
 
 from edgekit.runtime.backends.base import TensorInfo
 from edgekit.runtime.errors import EdgekitError, ModelFileError
-from edgekit.runtime.serve import inputs as serve_inputs
 from edgekit.runtime.serve.metrics import Metrics
 from edgekit.runtime.serve.pool import ModelPool
 from edgekit.runtime.serve.server import App, EdgekitHTTPServer, ServeOptions, check_host, read_token, token_matches
@@ -125,19 +124,30 @@ def _wav_bytes(samples: np.ndarray, rate: int = 8000) -> bytes:
 
 
 def test_uploads_decode_like_files():
+    """The kinds decode uploads with the runtime's own readers, exactly as `predict` reads a file."""
+    from types import SimpleNamespace
+
+    from edgekit.runtime.kinds import KINDS
+
     samples = (np.sin(np.arange(800) / 7) * 12000).astype(np.int16)
-    np.testing.assert_array_equal(serve_inputs.decode_wav(_wav_bytes(samples), 8000), samples / 32768.0)
+    speech = SimpleNamespace(bundle=SimpleNamespace(preprocessing={"sample_rate": 8000}))
+    (wav,) = KINDS["speech"].decode_upload(speech, "audio/wav", {}, _wav_bytes(samples))
+    np.testing.assert_array_equal(wav, samples / 32768.0)
     with pytest.raises(EdgekitError) as exc:
-        serve_inputs.decode_wav(b"RIFF\x00\x00junk", 8000)
+        KINDS["speech"].decode_upload(speech, "audio/wav", {}, b"RIFF\x00\x00junk")
     assert "/tmp" not in str(exc.value) and "the upload" in str(exc.value)
     pil = pytest.importorskip("PIL.Image")
     image = np.random.default_rng(0).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
     buf = io.BytesIO()
     pil.fromarray(image).save(buf, format="PNG")
-    np.testing.assert_array_equal(serve_inputs.decode_image(buf.getvalue(), ".png"), image)
-    with pytest.raises(serve_inputs.HTTPError) as bad:
-        serve_inputs.decode_image(b"\x89PNG not really", ".png")
-    assert bad.value.status == 400
+    (decoded,) = KINDS["image"].decode_upload(None, "image/png", {}, buf.getvalue())
+    np.testing.assert_array_equal(decoded, image)
+    with pytest.raises(EdgekitError, match="cannot decode the image") as bad:
+        KINDS["image"].decode_upload(None, "image/png", {}, b"\x89PNG not really")
+    assert "BytesIO" not in str(bad.value)
+    with pytest.raises(EdgekitError) as refused:
+        KINDS["image"].decode_upload(None, "audio/wav", {}, b"x")
+    assert refused.value.status == 415 and "a photo" in str(refused.value)
 
 
 # A stand-in for EdgeModel, to test the HTTP side without a backend: y = x, except that a first

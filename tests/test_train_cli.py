@@ -55,7 +55,7 @@ def test_train_text_cli_writes_a_complete_model_dir(small_tsv, tmp_path, capsys)
     assert np.load(out / "calibration.npz")["x"].shape[0] == meta["data"]["train"]
 
     # The runtime tokenizer turns raw text into the ids the model was trained on.
-    from edgekit.runtime.preprocess import make_preprocessor
+    from edgekit.runtime.kinds import make_preprocessor
 
     pre = make_preprocessor(meta["preprocessing"], out)
     assert model.predict(pre(["Free cash prize, claim now!"]), verbose=0).argmax() == 1

@@ -34,7 +34,8 @@ def test_quick_speech_model_on_fsdd(trained_dir, fsdd):
     heldout = np.load(model_dir / "heldout.npz")
     assert heldout["utterance_y"].shape == (250,)
 
-    from edgekit.runtime.preprocess import make_preprocessor, utterance_probs
+    from edgekit.runtime.kinds import make_preprocessor
+    from edgekit.runtime.preprocess import utterance_probs
     from edgekit.train.io import load_model
 
     model, _ = load_model(model_dir)

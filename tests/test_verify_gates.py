@@ -14,7 +14,6 @@ from edgekit.verify.gates import (
     DEFAULT_GATES,
     check,
     gate_for,
-    gates_from_tolerances,
     parse_overrides,
     tolerances,
 )
@@ -122,9 +121,39 @@ def test_bad_overrides_are_user_errors(bad):
 
 def test_tolerances_round_trip_through_plain_data():
     overrides = parse_overrides(["fp16.max_abs_error=0.002"])
-    gates = gates_from_tolerances(tolerances(overrides))
-    assert gates["fp16"].max_abs_error == 0.002
-    assert gates["int8"] == DEFAULT_GATES["int8"]
+    meta = {"tolerance": tolerances(overrides)}
+    assert gate_for("tflite", "fp16", meta=meta).max_abs_error == 0.002
+    assert gate_for("tflite", "int8", meta=meta) == DEFAULT_GATES["int8"]
+
+
+@pytest.mark.parametrize("tolerance, variant, recipe, want", [
+    ({"max_abs_error": 0.06}, "int8", None, 0.06),                 # flat: every variant
+    ({"max_abs_error": 0.06}, "fp16", None, 0.06),
+    ({"int8": {"max_abs_error": 0.2}}, "int8", None, 0.2),          # keyed by variant
+    ({"int8": {"max_abs_error": 0.2}}, "fp16", None, DEFAULT_GATES["fp16"].max_abs_error),
+    ({"max_abs_error": 0.06}, "int4", "static_wi4_ai8", 0.06),     # an unlisted variant: its recipe's family
+    ({}, "int4", "static_wi4_ai8", DEFAULT_GATES["int8"].max_abs_error),
+])
+def test_the_device_and_verify_golden_read_a_golden_tolerance_alike(tolerance, variant, recipe, want):
+    """One reader (runtime/gates.py from_meta) behind `python -m edgekit.runtime golden` and
+    `edgekit verify --golden`: a flat {"max_abs_error": 0.06} is 0.06 in both (it was ignored by the
+    host's reader), and a variant the table does not list gets its recipe family's gate in both."""
+    from edgekit.runtime.cli import golden_gate
+
+    meta = {"tolerance": tolerance}
+    device = golden_gate(meta, variant, recipe=recipe)
+    host = gate_for("tflite", variant, meta=meta, recipe=recipe)
+    assert device == host and device.max_abs_error == want
+
+
+def test_a_variant_with_no_known_gate_is_refused_alike_on_both_sides():
+    from edgekit.runtime.cli import golden_gate
+    from edgekit.runtime.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="no gate for variant 'mystery'"):
+        golden_gate({}, "mystery", recipe="handmade")
+    with pytest.raises(UserError, match="no gate for variant 'mystery'"):
+        gate_for("tflite", "mystery", recipe="handmade")
 
 
 def test_identical_outputs_pass_every_gate():

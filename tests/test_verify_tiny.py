@@ -199,7 +199,7 @@ def test_fix_search_quantizes_onnx_through_export(tmp_path, method):
     import numpy as np
     import onnx
 
-    from edgekit.export.onnx import quantize_int8
+    from edgekit.export.onnx_quantize import quantize_int8
 
     fp32 = tmp_path / "fp32.onnx"
     _small_onnx(fp32)

@@ -6,9 +6,6 @@ Exit 0 when every bundle passes its gate, 1 when any fails (the summary says whi
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from edgekit.core import UserError, atomic_write_json, atomic_write_text, log
 from edgekit.verify.gates import parse_overrides
 from edgekit.verify.report import html_report, markdown_report, summary_lines
@@ -74,8 +71,3 @@ def write_outputs(results: list[dict], *, json_path=None, html_path=None, markdo
     if json_path:
         atomic_write_json(json_path, results[0] if len(results) == 1 else {"results": results})
     return written
-
-
-def load_result(path: str | Path) -> dict:
-    """A result written with --json (for tools and tests)."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import __version__
-from edgekit.core import UserError, first_line, log, now_iso
-from edgekit.verify import layers
+from edgekit.core import Progress, UserError, log, now_iso
+from edgekit.export import formats, recipes
+from edgekit.export.tflite_debug import DEBUG_SAMPLES, DEFAULT_CONVERTER_FACTORY
 from edgekit.verify.evaluate import EvalData, Task, evaluate_bundle, find_bundles, read_manifest, reference_summary
 from edgekit.verify.fix import FIXED_SUFFIX, MAX_STEPS, FixContext, fix_failures
-from edgekit.verify.gates import Gate, gate_for, gates_from_tolerances, tolerances
+from edgekit.verify.gates import Gate, gate_for, tolerances
 from edgekit.verify.golden import Golden, load_golden, save_golden
 
 __all__ = ["FIXED_SUFFIX", "verify_with_golden", "verify_with_keras"]
@@ -28,9 +29,9 @@ def verify_with_keras(model_dir: str | Path, artifacts: str | Path, *, data: str
                       text_column: str | None = None, label_column: str | None = None,
                       gate_overrides: dict | None = None, max_samples: int | None = None,
                       fix: bool = False, save_golden_to: str | Path | None = None,
-                      converter_factory: str = layers.DEFAULT_CONVERTER_FACTORY,
+                      converter_factory: str = DEFAULT_CONVERTER_FACTORY,
                       load: Callable | None = None, allow_unsafe: bool = False,
-                      layer_debug: bool = True, debug_samples: int = layers.DEBUG_SAMPLES,
+                      layer_debug: bool = True, debug_samples: int = DEBUG_SAMPLES,
                       fix_steps: int = MAX_STEPS) -> dict:
     from edgekit.train.io import is_model_file
     from edgekit.verify.reference import load_labelled_data, load_reference, reference_dir, reference_outputs
@@ -95,13 +96,12 @@ def verify_with_golden(golden_path: str | Path, artifacts: str | Path, *,
     task = Task(meta.get("task", ""), list(meta.get("labels") or []), dict(meta.get("preprocessing") or {}))
     eval_data = EvalData(golden.x, golden.y, golden.utterance_y, str(golden_path))
     reference = golden.reference
-    base = gates_from_tolerances(meta.get("tolerance"))
     log(f"verify: golden reference {golden_path} ({len(eval_data)} samples, task {task.name})")
     result = _base_result(task, eval_data, reference, source=f"golden:{golden_path}", model_dir=None,
-                          artifacts=str(artifacts), overrides=gate_overrides, base=base)
-    entries = _evaluate_all(bundles, eval_data, reference, task, result, gate_overrides, load, base)
+                          artifacts=str(artifacts), overrides=gate_overrides, meta=meta)
+    entries = _evaluate_all(bundles, eval_data, reference, task, result, gate_overrides, load, meta)
     for entry in entries:
-        if entry.get("format") == "tflite" and entry.get("variant") == "int8":
+        if _debugged(entry):
             entry["layers"] = {"skipped": "per-layer error needs the Keras model (not with --golden)"}
     return _finish(result, entries, start)
 
@@ -109,7 +109,7 @@ def verify_with_golden(golden_path: str | Path, artifacts: str | Path, *,
 # Steps ---------------------------------------------------------------------------------------------
 
 def _base_result(task: Task, data: EvalData, reference: np.ndarray, *, source: str, model_dir,
-                 artifacts: str, overrides, base: dict[str, Gate] | None = None) -> dict:
+                 artifacts: str, overrides, meta: dict | None = None) -> dict:
     summary = reference_summary(reference, data, task)
     warnings = []
     if not summary["confident"]:
@@ -122,64 +122,53 @@ def _base_result(task: Task, data: EvalData, reference: np.ndarray, *, source: s
         "edgekit_version": __version__, "created": now_iso(), "task": task.name, "labels": task.labels,
         "model_dir": model_dir, "artifacts_dir": artifacts, "data_source": data.source,
         "samples": len(data), "reference": {"source": source, **summary},
-        "gates": tolerances(overrides, base), "artifacts": [], "warnings": warnings,
+        "gates": tolerances(overrides, meta), "artifacts": [], "warnings": warnings,
         "passed": False, "written": [],
     }
 
 
 def _evaluate_all(bundles: list[Path], data: EvalData, reference: np.ndarray, task: Task,
-                  result: dict, overrides, load, base: dict[str, Gate] | None = None) -> list[dict]:
+                  result: dict, overrides, load, meta: dict | None = None) -> list[dict]:
     entries = []
-    for i, bundle in enumerate(bundles, 1):
+    progress = Progress(len(bundles))
+    for bundle in bundles:
         manifest = read_manifest(bundle)
-        gate = _gate_or_none(manifest, overrides, base)
+        gate = _gate_or_none(manifest, overrides, meta)
         entry = evaluate_bundle(bundle, data, reference, task, result["reference"]["accuracy"], gate, load)
-        log(f"[{i}/{len(bundles)}] {bundle.name}: {len(data)} samples ... {entry['seconds']:.1f} s "
-            f"{'PASS' if entry['passed'] else 'FAIL'}")
+        progress.step(f"{bundle.name}: {len(data)} samples ... {'PASS' if entry['passed'] else 'FAIL'}")
         entries.append(entry)
     return entries
 
 
-def _gate_or_none(manifest: dict, overrides, base) -> Gate | None:
+def _gate_or_none(manifest: dict, overrides, meta) -> Gate | None:
     from edgekit.runtime.kinds import kind_gate  # the model kind's overrides (runtime/kinds.py)
 
     try:
-        return kind_gate(gate_for(str(manifest.get("format")), str(manifest.get("variant")), overrides, base),
-                         manifest)
+        return kind_gate(gate_for(str(manifest.get("format")), str(manifest.get("variant")), overrides, meta,
+                                  manifest.get("recipe")), manifest)
     except UserError:
         return None
 
 
-def _add_layer_tables(entries: list[dict], model_dir: Path, factory: str, samples: int,
-                      x: np.ndarray) -> None:
-    float_onnx = next((e for e in entries if e.get("format") == "onnx" and e.get("variant") == "fp32"
-                       and "error" not in e), None)
+def _debugged(entry: dict) -> bool:
+    """Entries with a per-layer table: full-int8 bundles that ran (recipes with int8 activations)."""
+    recipe = recipes.RECIPES.get(str(entry.get("variant")))
+    return recipe is not None and recipe.activations == "int8" and "error" not in entry \
+        and entry.get("format") in formats.NAMES
+
+
+def _add_layer_tables(entries: list[dict], model_dir: Path, factory: str, samples: int, x) -> None:
     for entry in entries:
-        if entry.get("variant") != "int8" or "error" in entry:
-            continue
-        if entry.get("format") == "tflite":
-            log(f"verify: per-layer int8 error of {entry['bundle']} (child process)")
-            entry["layers"] = layers.tflite_layer_errors(model_dir, "int8", factory, samples)
-        elif entry.get("format") == "onnx":
-            entry["layers"] = _onnx_layers(entry, float_onnx, x, samples)
-
-
-def _onnx_layers(entry: dict, float_entry: dict | None, x: np.ndarray, samples: int) -> dict:
-    if float_entry is None:
-        return {"skipped": "needs the fp32 ONNX bundle beside the int8 one to compare tensors"}
-    model_file = lambda e: Path(e["path"]) / str(read_manifest(Path(e["path"])).get("model_file"))  # noqa: E731
-    log(f"verify: per-layer int8 error of {entry['bundle']} (onnxruntime qdq_loss_debug)")
-    try:
-        return layers.onnx_layer_errors(model_file(float_entry), model_file(entry), x, samples)
-    except Exception as exc:  # noqa: BLE001 - a debugging aid must not sink the verification
-        message = first_line(exc)
-        return {"skipped": f"qdq_loss_debug failed: {type(exc).__name__}: {message}"}
+        if _debugged(entry):
+            log(f"verify: per-layer int8 error of {entry['bundle']}")
+            entry["layers"] = formats.host(entry["format"]).layer_errors(entry, entries, model_dir, x, samples,
+                                                                         factory)
 
 
 def _suggest_fixes(entries: list[dict]) -> None:
     for entry in entries:
         worst = (entry.get("layers") or {}).get("worst")
-        if not entry["passed"] and entry.get("variant") == "int8" and worst:
+        if not entry["passed"] and _debugged(entry) and worst:
             entry["suggestion"] = ("rerun with --fix to search the fewest layers to keep in float "
                                    "(the worst first: " + ", ".join(worst) + ")")
 

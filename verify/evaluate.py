@@ -13,31 +13,33 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.core import UserError, first_line
+from edgekit.runtime import samples
+from edgekit.runtime.bundle import MANIFEST
 from edgekit.runtime.bundle import read_manifest as bundle_manifest
 from edgekit.runtime.compare import compare, confidence_margin
-from edgekit.runtime.errors import ModelFileError
+from edgekit.runtime.errors import EdgekitError, ModelFileError
 from edgekit.runtime.gates import CONFIDENCE_MARGIN_FLOOR, Gate, check, parity_metrics
-from edgekit.runtime.kinds import KINDS, batch_size, take
+from edgekit.runtime.kinds import kind_of
+from edgekit.runtime.samples import Samples, batch_size, take
 
-MANIFEST = "manifest.json"
 
+class EvalData(Samples):
+    """Model inputs with their labels (runtime/samples.py): `y` per sample (per frame for speech),
+    `utterance_y` for speech."""
 
-@dataclass
-class EvalData:
-    """Model inputs with their labels: `y` per sample (per frame for speech), `utterance_y` for speech."""
-    x: np.ndarray | dict           # one array, or input name -> array for a several-input model
-    y: np.ndarray | None
-    utterance_y: np.ndarray | None = None
-    source: str = ""
+    def __init__(self, x, y=None, utterance_y=None, source: str = "", labels: dict | None = None) -> None:
+        found = dict(labels or {})
+        for key, value in (("y", y), ("utterance_y", utterance_y)):
+            if value is not None:
+                found[key] = value
+        super().__init__(x, found, source)
 
-    def __len__(self) -> int:
-        return batch_size(self.x)
+    @classmethod
+    def of(cls, found: Samples) -> EvalData:
+        return cls(found.x, source=found.source, labels=found.labels)
 
     def head(self, n: int | None) -> EvalData:
-        if n is None or n >= len(self):
-            return self
-        return EvalData(take(self.x, 0, n), None if self.y is None else self.y[:n],
-                        None if self.utterance_y is None else self.utterance_y[:n], self.source)
+        return EvalData.of(super().head(n))
 
 
 @dataclass
@@ -49,8 +51,10 @@ class Task:
 
     @property
     def per_frame(self) -> bool:
-        kind = KINDS.get(self.name)
-        return bool(kind and kind.per_frame)
+        try:
+            return kind_of(self.name).per_frame
+        except EdgekitError:
+            return False
 
 
 # Inputs ------------------------------------------------------------------------------------------
@@ -59,11 +63,7 @@ def load_heldout(model_dir: str | Path) -> EvalData:
     path = Path(model_dir) / "heldout.npz"
     if not path.is_file():
         raise UserError(f"no held-out split {path}: pass --data, or retrain with `edgekit train`")
-    with np.load(path, allow_pickle=False) as data:
-        if "x" not in data.files:
-            raise UserError(f"{path} has no `x` array")
-        return EvalData(data["x"], data["y"] if "y" in data.files else None,
-                        data["utterance_y"] if "utterance_y" in data.files else None, str(path))
+    return EvalData.of(samples.read(path, what="held-out split"))
 
 
 # Bundles -----------------------------------------------------------------------------------------
@@ -87,11 +87,20 @@ def find_bundles(path: str | Path) -> list[Path]:
 
 def read_manifest(bundle: Path) -> dict:
     """The manifest (the runtime's reader), or {} when it is unreadable: verify then reports the bundle
-    as a failed entry instead of stopping."""
+    as a failed entry (with the reader's own reason, `manifest_problem`) instead of stopping."""
     try:
         return bundle_manifest(bundle)
     except ModelFileError:
         return {}
+
+
+def manifest_problem(bundle: Path) -> str | None:
+    """Why the runtime's manifest reader refuses a bundle's manifest (None: it reads)."""
+    try:
+        bundle_manifest(bundle)
+    except ModelFileError as exc:
+        return str(exc)
+    return None
 
 
 def default_loader() -> Callable:
@@ -195,7 +204,7 @@ def evaluate_bundle(bundle: Path, data: EvalData, reference: np.ndarray, task: T
     start = time.perf_counter()
     try:
         if not manifest:
-            raise ValueError(f"{bundle / MANIFEST} is not a valid JSON manifest")
+            raise ValueError(manifest_problem(bundle) or f"{bundle / MANIFEST} cannot be read")
         if manifest.get("task") not in (None, task.name):
             raise ValueError(f"bundle is for task {manifest.get('task')!r}, the reference is {task.name!r}")
         output, latency_ms = run_bundle(bundle, data.x, load)

@@ -1,14 +1,13 @@
-"""`verify --fix` (and the pipeline, by default): make a failing integer variant pass its gate at the
+"""`verify --fix` (and the pipeline, by default): make a failing full-int8 bundle pass its gate at the
 smallest cost, and report every step of the search.
 
-TFLite int8: keep the layers that quantize worst in float. The per-layer table (verify/layers.py) ranks
-tensors by RMSE/scale; the search keeps the first 1, 2, 4, ... of that ranking in float
-(`QuantizationDebugOptions(denylisted_nodes=...)`, in a child process) until the bundle passes or the
-budget is spent, then bisects back to the smallest passing prefix.
-
-ONNX int8: first a better calibration (every calibration sample; percentile and entropy histograms
-instead of min/max, which one outlier can stretch), then the same growing float set, by the per-tensor
-SNR of onnxruntime's qdq_loss_debug, through export/onnx.py's `quantize_int8` (the one ONNX quantizer).
+The search is the same for every format; what it tries comes from the format's host half
+(export/formats.py `fix_candidates`: export/tflite_debug.py, export/onnx_debug.py): first other
+calibrations (cost no size), then the first 1, 2, 4, ... tensors of the format's per-layer ranking kept
+in float, until the bundle passes or the budget is spent, then bisection back to the smallest passing
+prefix. TFLite ranks by RMSE/scale (QuantizationDebugger) and re-quantizes in a child process; ONNX
+tries percentile and entropy calibration, ranks by local SNR (qdq_loss_debug) and re-quantizes through
+export/onnx.py's `quantize_int8` (the one ONNX quantizer).
 
 Each candidate is written to `BUNDLE-keepfloat/` beside the original and verified like any bundle;
 the last one written is the result. Its cost in size (and host latency) is reported; `cost` has an
@@ -26,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.core import atomic_dir, first_line, log, now_iso, sha256_file
-from edgekit.verify import layers
+from edgekit.export import formats, recipes
+from edgekit.export.tflite_debug import DEFAULT_CONVERTER_FACTORY
 from edgekit.verify.evaluate import EvalData, Task, evaluate_bundle, read_manifest
 
 FIXED_SUFFIX = "-keepfloat"
@@ -37,9 +37,6 @@ FIXED_SUFFIX = "-keepfloat"
 MAX_STEPS = 6
 # Beyond half of the tensors in float, the "int8" bundle is mostly a float one: ship fp16 instead.
 MAX_FLOAT_FRACTION = 0.5
-# onnxruntime calibration methods tried in turn (before any float node): percentile keeps 99.999% of
-# each activation's values (clips rare outliers), entropy picks the range that minimises KL divergence.
-ONNX_CALIBRATIONS = ("MinMax", "Percentile", "Entropy")
 
 
 @dataclass
@@ -51,9 +48,16 @@ class FixContext:
     task: Task
     reference_accuracy: float | None
     gate_of: Callable[[dict], object]    # manifest -> Gate | None
-    factory: str = layers.DEFAULT_CONVERTER_FACTORY
+    factory: str = DEFAULT_CONVERTER_FACTORY
     load: Callable | None = None
     max_steps: int = MAX_STEPS
+    default_steps: int = MAX_STEPS
+    max_float_fraction: float = MAX_FLOAT_FRACTION
+
+    def write_bundle(self, original: Path, target: Path, build: Callable[[Path], dict], recipe_suffix: str,
+                     float_tensors: list[str], export_updates: dict) -> None:
+        """What a format's fix candidates call to write one candidate bundle (see `_write_bundle`)."""
+        _write_bundle(original, target, build, recipe_suffix, float_tensors, export_updates)
 
 
 def fix_failures(entries: list[dict], ctx: FixContext) -> list[dict]:
@@ -61,14 +65,11 @@ def fix_failures(entries: list[dict], ctx: FixContext) -> list[dict]:
     new entries (each with `fixed_from`, `keep_float`, `cost`, `search`)."""
     fixed_entries = []
     for entry in entries:
-        if entry["passed"] or entry.get("variant") != "int8" or "error" in entry:
+        recipe = recipes.RECIPES.get(str(entry.get("variant")))
+        if entry["passed"] or recipe is None or recipe.activations != "int8" or "error" in entry \
+                or entry.get("format") not in formats.NAMES:
             continue
-        if entry.get("format") == "tflite":
-            fixed = _search(entry, ctx, _TfliteCandidates(entry, ctx))
-        elif entry.get("format") == "onnx":
-            fixed = _search(entry, ctx, _OnnxCandidates(entry, ctx))
-        else:
-            continue
+        fixed = _search(entry, ctx, formats.host(entry["format"]).fix_candidates(entry, ctx))
         if fixed is not None:
             fixed_entries.append(fixed)
     return fixed_entries
@@ -166,12 +167,13 @@ def _cost(before: dict, after: dict) -> dict:
             "estimated_latency_ms": None}     # per-device estimate: filled by devices/estimate.py
 
 
-def _write_bundle(original: Path, target: Path, model_name: str, build: Callable[[Path], dict],
+def _write_bundle(original: Path, target: Path, build: Callable[[Path], dict],
                   recipe_suffix: str, float_tensors: list[str], export_updates: dict) -> None:
     """Copy `original` to `target` with a new model file made by `build(path) -> {"ops": ...}`. The
     manifest's recipe says what changed: its name gets `recipe_suffix`, and `float_tensors` lists the
     tensors (TFLite) or nodes (ONNX) the search left in float."""
     manifest = read_manifest(original)
+    model_name = str(manifest["model_file"])
     with atomic_dir(target) as tmp:
         shutil.copytree(original, tmp, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns(model_name, "manifest.json"))
@@ -183,92 +185,3 @@ def _write_bundle(original: Path, target: Path, model_name: str, build: Callable
             manifest["ops"] = outcome["ops"]
         manifest.setdefault("export", {}).update(export_updates)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-
-
-class _TfliteCandidates:
-    calibrations = ("converter",)       # the converter's own calibration, on all calibration samples
-    ranked_by = "rmse_over_scale (TFLite QuantizationDebugger)"
-
-    def __init__(self, entry: dict, ctx: FixContext):
-        self.entry, self.ctx = entry, ctx
-        self.max_steps = ctx.max_steps
-        table = entry.get("layers") or {}
-        self.ranked = [row["tensor"] for row in table.get("tensors") or []]
-        self.skipped = None if self.ranked else table.get("skipped", "no per-layer table")
-        # The debugger needs one quantized tensor left; MAX_FLOAT_FRACTION bounds the rest.
-        self.max_float = max(1, min(len(self.ranked) - 1, int(MAX_FLOAT_FRACTION * len(self.ranked))))
-
-    def write(self, target: Path, calibration: str, keep: list[str]) -> None:
-        original = Path(self.entry["path"])
-        model_name = str(read_manifest(original).get("model_file", "model.tflite"))
-
-        def build(path: Path) -> dict:
-            outcome = layers.requantize_keeping_float(self.ctx.model_dir, keep, path, "int8", self.ctx.factory)
-            if "skipped" in outcome:
-                raise RuntimeError(outcome["skipped"])
-            return outcome
-
-        _write_bundle(original, target, model_name, build, "+float_layers" if keep else "+recalibrated",
-                      keep, {})
-
-
-class _OnnxCandidates:
-    calibrations = ONNX_CALIBRATIONS
-    # A tensor's own quantize-dequantize error (local SNR), not the error accumulated up to it: the
-    # accumulated one is worst at the last layers, whatever layer caused it.
-    ranked_by = "local_snr_db (onnxruntime qdq_loss_debug), lowest first"
-
-    def __init__(self, entry: dict, ctx: FixContext):
-        self.entry, self.ctx = entry, ctx
-        # An ONNX step runs in-process in about a second: a small budget meant for TFLite's child
-        # processes (the pipeline's --quick) does not cut the ONNX search short.
-        self.max_steps = max(ctx.max_steps, MAX_STEPS)
-        self.skipped = None
-        self.float_model = self._float_model()
-        if self.float_model is None:
-            self.skipped = "needs the fp32 ONNX bundle beside the int8 one to re-quantize"
-            self.ranked, self.max_float = [], 0
-            return
-        table = entry.get("layers") or {}
-        # The worst tensors first; keeping one in float keeps the node that produces it in float
-        # (export/onnx.py matches node outputs, so BatchNorm folded into a Conv is still found).
-        rows = sorted(table.get("tensors") or [], key=lambda r: _lowest_first(r.get("local_snr_db"), r.get("snr_db")))
-        self.ranked = list(dict.fromkeys(row["tensor"] for row in rows if row.get("tensor")))
-        self.max_float = max(1, int(MAX_FLOAT_FRACTION * self._node_count()))
-
-    def _float_model(self) -> Path | None:
-        for sibling in Path(self.entry["path"]).parent.iterdir():
-            manifest = read_manifest(sibling) if sibling.is_dir() else {}
-            if manifest.get("format") == "onnx" and manifest.get("variant") == "fp32" \
-                    and manifest.get("name") == read_manifest(Path(self.entry["path"])).get("name"):
-                return sibling / str(manifest.get("model_file", "model.onnx"))
-        return None
-
-    def _node_count(self) -> int:
-        import onnx
-
-        return len(onnx.load(str(self.float_model)).graph.node)
-
-    def write(self, target: Path, calibration: str, keep: list[str]) -> None:
-        original = Path(self.entry["path"])
-        model_name = str(read_manifest(original).get("model_file", "model.onnx"))
-        x = _calibration(self.ctx.model_dir)
-
-        def build(path: Path) -> dict:
-            from edgekit.export.onnx import quantize_int8
-
-            quantize_int8(self.float_model, path, x, keep_float_nodes=keep, calibration_method=calibration)
-            return {}
-
-        _write_bundle(original, target, model_name, build, f"+{calibration.lower()}"
-                      + ("+float_nodes" if keep else ""), keep,
-                      {"calibration_method": calibration, "calibration_samples": len(x)})
-
-
-def _lowest_first(*values) -> float:
-    return next((float(v) for v in values if v is not None), float("inf"))
-
-
-def _calibration(model_dir: Path) -> np.ndarray:
-    with np.load(Path(model_dir) / "calibration.npz", allow_pickle=False) as data:
-        return data["x"]

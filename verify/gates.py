@@ -12,25 +12,36 @@ from __future__ import annotations
 import math
 
 from edgekit.core import UserError
+from edgekit.export import recipes
+from edgekit.runtime import gates as table
 from edgekit.runtime.gates import CONFIDENCE_MARGIN_FLOOR, GATES, LIMIT_KEYS, Gate, check
 
 DEFAULT_GATES = GATES
 __all__ = ["CONFIDENCE_MARGIN_FLOOR", "DEFAULT_GATES", "LIMIT_KEYS", "Gate", "check", "gate_for",
-           "gates_from_tolerances", "parse_overrides", "tolerances"]
+           "parse_overrides", "tolerances", "variants"]
+
+
+def variants() -> list[str]:
+    """Every variant a gate can be asked for: the registered recipes (export/recipes.py) and the table's."""
+    return list(dict.fromkeys([*recipes.variants(), *GATES]))
+
+
+def _recipe_name(variant: str) -> str | None:
+    return recipes.RECIPES[variant].name if variant in recipes.RECIPES else None
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, dict[str, float]]:
     """['int8.max_accuracy_drop=2', 'onnx-int8.min_agreement=0.97'] -> {'int8': {...}, ...}."""
     overrides: dict[str, dict[str, float]] = {}
+    known = variants()
     for item in items or []:
         target, sep, value_text = item.partition("=")
         variant, dot, key = target.strip().rpartition(".")
         if not sep or not dot or not variant:
             raise UserError(f"--gate {item!r}: expected VARIANT.KEY=VALUE, e.g. int8.max_accuracy_drop=2")
         base_variant = variant.split("-")[-1]
-        if base_variant not in DEFAULT_GATES:
-            raise UserError(f"--gate {item!r}: unknown variant {base_variant!r}; "
-                            f"choose from {', '.join(DEFAULT_GATES)}")
+        if base_variant not in known:
+            raise UserError(f"--gate {item!r}: unknown variant {base_variant!r}; choose from {', '.join(known)}")
         if key not in LIMIT_KEYS:
             raise UserError(f"--gate {item!r}: unknown key {key!r}; choose from {', '.join(LIMIT_KEYS)}")
         try:
@@ -47,13 +58,12 @@ def parse_overrides(items: list[str] | None) -> dict[str, dict[str, float]]:
 
 
 def gate_for(fmt: str, variant: str, overrides: dict[str, dict[str, float]] | None = None,
-             base: dict[str, Gate] | None = None) -> Gate:
-    """The gate of one bundle: the variant's default (or `base`, e.g. a golden file's tolerances),
-    then `variant.*` overrides, then `fmt-variant.*`."""
-    gates = base or DEFAULT_GATES
-    if variant not in gates:
-        raise UserError(f"no gate for variant {variant!r}; known: {', '.join(gates)}")
-    gate = gates[variant]
+             meta: dict | None = None, recipe: str | None = None) -> Gate:
+    """The gate of one bundle: the table's (runtime/gates.py `from_meta`: a golden file's `tolerance`
+    over the variant's row, or its recipe family's), then `variant.*` overrides, then `fmt-variant.*`."""
+    gate = table.from_meta(meta or {}, variant, recipe=recipe or _recipe_name(variant))
+    if gate is None:
+        raise UserError(f"no gate for variant {variant!r} (recipe {recipe!r}); known: {', '.join(variants())}")
     for target in (variant, f"{fmt}-{variant}"):
         changes = (overrides or {}).get(target)
         if changes:
@@ -61,17 +71,6 @@ def gate_for(fmt: str, variant: str, overrides: dict[str, dict[str, float]] | No
     return gate
 
 
-def tolerances(overrides: dict[str, dict[str, float]] | None = None,
-               base: dict[str, Gate] | None = None) -> dict[str, dict]:
+def tolerances(overrides: dict[str, dict[str, float]] | None = None, meta: dict | None = None) -> dict[str, dict]:
     """Every variant's effective gate as plain data (stored in golden files and the JSON report)."""
-    return {variant: gate_for("", variant, overrides, base).to_dict() for variant in base or DEFAULT_GATES}
-
-
-def gates_from_tolerances(data: dict | None) -> dict[str, Gate]:
-    """Gates back from `tolerances()` output (a golden file's meta); unknown keys are ignored; a
-    limit the file does not name keeps the table's value."""
-    gates = dict(DEFAULT_GATES)
-    for variant, limits in (data or {}).items():
-        if isinstance(limits, dict):
-            gates[variant] = Gate.from_dict(limits, DEFAULT_GATES.get(variant, Gate()))
-    return gates
+    return {variant: gate_for("", variant, overrides, meta).to_dict() for variant in variants()}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from edgekit.core import first_line, log
 from edgekit.devices import phone
 from edgekit.devices.estimate import count_work, estimate
-from edgekit.runtime import profiles
+from edgekit.runtime import formats, profiles
 
 # Estimates closer than this (relative) are a tie: the model's held-out error is larger than that.
 TIE = 0.05
@@ -55,7 +55,7 @@ def _phone_check(result: dict, profile: dict, candidates: list[dict]) -> dict | 
     through it on held-out photos (edgekit.devices.phone), and one that disagrees with edgekit's runtime
     is excluded. Other kinds are skipped by the check itself, with the reason."""
     paths = [e["path"] for e, c in zip(result["artifacts"], candidates, strict=True)
-             if "excluded" not in c and e.get("format") == "tflite"]
+             if "excluded" not in c and _phone_apps_run(e.get("format"))]
     if not paths:
         return None
     check = phone.check(profile["name"], paths, with_keras=False)
@@ -67,6 +67,11 @@ def _phone_check(result: dict, profile: dict, candidates: list[dict]) -> dict | 
             why = r.get("error") or f"agrees with edgekit's runtime on {100 * (agreement or 0):.1f}% of photos"
             c["excluded"] = f"fails the MediaPipe Tasks phone check ({why})"
     return check
+
+
+def _phone_apps_run(fmt) -> bool:
+    found = formats.FORMATS.get(str(fmt))
+    return bool(found and found.phone_apps)
 
 
 def choose(candidates: list[dict]) -> tuple[dict | None, str]:

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.core import UserError, sha256_file
-from edgekit.runtime.kinds import batch_size, flat_outputs
+from edgekit.runtime import samples
+from edgekit.runtime.errors import EdgekitError
+from edgekit.runtime.kinds import flat_outputs
 from edgekit.verify.evaluate import EvalData
 
 REFERENCE_BATCH = 64
@@ -76,25 +78,18 @@ def reference_outputs(model, x) -> np.ndarray:
 
 def load_npz_data(path: Path, model) -> EvalData:
     """Model inputs and optional labels (`y`; `utterance_y` for per-frame models) from an .npz."""
-    from edgekit.export.source import check_samples_fit, read_samples
-
-    x = read_samples(path, "data")
-    check_samples_fit(x, [spec.name for spec in model.inputs], path, "data")
-    if isinstance(x, dict):
-        x = {spec.name: x[spec.name] for spec in model.inputs}
-    with np.load(path, allow_pickle=False) as data:
-        y = data["y"] if "y" in data.files else None
-        utterance_y = data["utterance_y"] if "utterance_y" in data.files else None
-    for name, labels in (("y", y), ("utterance_y", utterance_y)):
-        if labels is not None and len(labels) != batch_size(x):
-            raise UserError(f"{path}: {len(labels)} labels in {name!r} but {batch_size(x)} samples")
+    try:
+        found = samples.read(path, [spec.name for spec in model.inputs], "data")
+    except EdgekitError as exc:
+        raise UserError(str(exc)) from None
+    y = found.y
     if y is not None and len(model.outputs) > 1:
         raise UserError(f"{path}: labels `y` score a one-output classifier; this model has "
                         f"{len(model.outputs)} outputs ({', '.join(output_names(model))}): drop `y` "
                         "to check parity only")
     if y is not None:
         _check_label_shape(path, np.shape(y), tuple(model.outputs[0].shape))
-    return EvalData(x, y, utterance_y, str(path))
+    return EvalData.of(found)
 
 
 def _check_label_shape(path: Path, labels: tuple, output: tuple) -> None:
@@ -116,8 +111,7 @@ def load_labelled_data(path: str | Path, model_dir: str | Path, metadata: dict,
     """Every sample of a user's labelled data (CSV/TSV, class folders, WAV folder), read with the
     train package's loader for the task and turned into model inputs by the model's preprocessing;
     or model inputs from an .npz (with `model`, to check them against its inputs)."""
-    from edgekit.runtime.kinds import kind_of
-    from edgekit.runtime.preprocess import make_preprocessor
+    from edgekit.runtime.kinds import kind_of, make_preprocessor
     from edgekit.train.data import load_raw
 
     path = Path(path)

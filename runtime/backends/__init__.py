@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
+from edgekit.runtime import formats
 from edgekit.runtime.errors import BackendUnavailableError
 
 # name -> (runner module, runner class, the library it needs)
@@ -18,11 +19,9 @@ BACKENDS = {
     "tensorflow": ("edgekit.runtime.backends.tensorflow_lite", "TensorFlowLiteRunner", "tensorflow"),
     "onnxruntime": ("edgekit.runtime.backends.onnxruntime", "OnnxRuntimeRunner", "onnxruntime"),
 }
-# format -> backends in order of preference (tensorflow.lite last: it loads all of TensorFlow)
-FORMAT_BACKENDS = {
-    "tflite": ("litert", "tflite_runtime", "tensorflow"),
-    "onnx": ("onnxruntime",),
-}
+# format -> backends in order of preference, as each format lists them (runtime/formats; for TFLite,
+# tensorflow.lite comes last: it loads all of TensorFlow)
+FORMAT_BACKENDS = {f.name: f.backends for f in formats.FORMATS.values()}
 INSTALL_HINT = {
     "litert": "pip install ai-edge-litert",
     "tflite_runtime": "pip install tflite-runtime (Python <= 3.11, numpy < 2)",

@@ -21,7 +21,8 @@ import threading
 import numpy as np
 
 from edgekit.runtime.backends.base import Runner, TensorInfo
-from edgekit.runtime.errors import InferenceError, InvalidInputError, first_line
+from edgekit.runtime.errors import EdgekitError, InferenceError, InvalidInputError, first_line
+from edgekit.runtime.formats import tflite as tflite_format
 
 
 def _tensor_info(detail: dict) -> TensorInfo:
@@ -33,38 +34,6 @@ def _tensor_info(detail: dict) -> TensorInfo:
         scale, zero = float(scales[0]), int(zeros[0]) if zeros.size else 0
     return TensorInfo(name=str(detail["name"]), shape=tuple(int(d) for d in detail["shape"]),
                       dtype=np.dtype(detail["dtype"]), scale=scale, zero_point=zero)
-
-
-STATEFUL_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN",
-                "BIDIRECTIONAL_SEQUENCE_RNN", "SVDF", "VAR_HANDLE", "ASSIGN_VARIABLE"}
-
-
-# Recurrent ops whose state survives an invoke in variable tensors, and the op inputs that hold it.
-STATE_INPUTS = {"UNIDIRECTIONAL_SEQUENCE_LSTM": (18, 19), "UNIDIRECTIONAL_SEQUENCE_RNN": (4,), "SVDF": (4,)}
-# With any of these, carrying state from one invoke to the next does not continue the sequence
-# (a backward LSTM reads its input reversed; resource variables are not op inputs we can save).
-NOT_STREAMABLE = (STATEFUL_OPS - set(STATE_INPUTS)) | {"REVERSE_V2", "REVERSE_SEQUENCE"}
-
-
-def _state_tensors(interpreter) -> list[int] | None:
-    """Indices of the tensors that carry recurrent state between invokes, or None when the model's
-    state cannot be carried that way (see NOT_STREAMABLE) or the interpreter cannot list its ops."""
-    try:
-        ops = interpreter._get_ops_details()
-    except Exception:
-        return None
-    if any(op["op_name"] in NOT_STREAMABLE for op in ops):
-        return None
-    found = [int(op["inputs"][k]) for op in ops if op["op_name"] in STATE_INPUTS
-             for k in STATE_INPUTS[op["op_name"]] if k < len(op["inputs"]) and op["inputs"][k] >= 0]
-    return found or None
-
-
-def _has_state(interpreter) -> bool:
-    try:
-        return any(op["op_name"] in STATEFUL_OPS for op in interpreter._get_ops_details())
-    except Exception:  # older interpreters lack the op listing: resetting is always correct
-        return True
 
 
 def backend_logs_shown() -> bool:
@@ -94,7 +63,6 @@ def quiet_stderr():
 
 
 class TFLiteRunner(Runner):
-    formats = ("tflite",)
     thread_safe = False
 
     def load_interpreter_module(self):
@@ -119,8 +87,12 @@ class TFLiteRunner(Runner):
         self._lock = threading.Lock()
         # The fused LSTM ops keep their hidden/cell state in variable tensors that survive an invoke:
         # without a reset, each prediction would continue the previous sequence.
-        self._stateful = _has_state(interpreter)
-        self._state_idx = _state_tensors(interpreter) if self._stateful else None
+        try:  # the one graph reader (runtime/formats/tflite.py) says which tensors carry state
+            graph = tflite_format.read_graph(self.model, interpreter)
+            self._stateful = tflite_format.stateful(graph)
+            self._state_idx = tflite_format.state_inputs(graph) if self._stateful else None
+        except (EdgekitError, ImportError, AttributeError, RuntimeError, ValueError):
+            self._stateful, self._state_idx = True, None  # resetting before every invoke is always correct
 
     @property
     def interpreter(self):

@@ -85,7 +85,6 @@ class Runner:
     implement `activate_impl`, `run_impl` (one batch that the model accepts), `deactivate_impl`."""
 
     backend = "base"
-    formats: tuple[str, ...] = ()
     thread_safe = False      # True when concurrent run() calls are safe without a lock
 
     def __init__(self, model: bytes, settings=None, name: str = "model") -> None:

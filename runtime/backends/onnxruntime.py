@@ -27,7 +27,6 @@ def _tensor_info(node) -> TensorInfo:
 
 class OnnxRuntimeRunner(Runner):
     backend = "onnxruntime"
-    formats = ("onnx",)
     thread_safe = True
 
     def activate_impl(self) -> None:

@@ -92,7 +92,6 @@ def normalize(image: np.ndarray, params: dict) -> np.ndarray:
 #   side exceeds DECODE_MIN_SIDE see such photos upscaled from 512+ pixels, in training as on devices.
 BACKGROUND = (255, 255, 255)
 DECODE_MIN_SIDE = 512
-EXIF_ORIENTATION = 0x0112
 
 
 def _reduction(width: int, height: int) -> int:
@@ -152,6 +151,25 @@ def read_image_bytes(data: bytes, name: str = "the upload") -> np.ndarray:
     import io
 
     return _open_and_decode(io.BytesIO(data), name, "image")
+
+
+def image_size(data: bytes, name: str = "the upload") -> tuple[int, int]:
+    """(width, height) from an encoded image's header only (nothing decoded: a server checks the size
+    before it decodes an upload); Pillow's own errors as one InvalidInputError line naming `name`."""
+    import io
+    import re
+
+    try:
+        from PIL import Image
+    except ImportError:
+        raise InvalidInputError("decoding images needs Pillow (pip install pillow, or apt install "
+                                "python3-pil)") from None
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size
+    except Exception as exc:  # Pillow raises many types for corrupt data
+        why = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", name, str(exc).splitlines()[0] if str(exc) else "")
+        raise InvalidInputError(f"cannot decode the image: {why or type(exc).__name__}") from None
 
 
 def _open_and_decode(source, name: str, what: str) -> np.ndarray:

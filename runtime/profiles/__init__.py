@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from edgekit.runtime import formats
 from edgekit.runtime.errors import SettingsError
 
 PROFILE_DIR = Path(__file__).resolve().parent
@@ -20,15 +21,18 @@ REQUIRED = {
     "backends": list, "preferred": dict, "memory_mb": int, "reference_figures": list,
 }
 ARCHES = ("aarch64", "armv7l", "x86_64")
-# The backends that run each bundle format, in order of preference (the runtime's registry agrees).
-FORMAT_BACKENDS = {"tflite": ("litert", "tflite_runtime", "tensorflow"), "onnx": ("onnxruntime",)}
-BACKENDS = tuple(b for order in FORMAT_BACKENDS.values() for b in order)
+# The backends that run each bundle format, in order of preference (runtime/formats, the one registry).
+FORMAT_BACKENDS = {f.name: f.backends for f in formats.FORMATS.values()}
+BACKENDS = tuple(dict.fromkeys(b for order in FORMAT_BACKENDS.values() for b in order))
+# cost_model.format_factor of a format the profile does not name: priced like the format the rates were
+# fitted on (a factor of 1), with the profile's `format` uncertainty band (devices/estimate.py).
+DEFAULT_FORMAT_FACTOR = 1.0
 QEMU_REQUIRED = {"binary": str, "cpu": str, "debian_arch": str, "debian_suite": str, "python": str,
                  "python_version": str, "python_platform_tags": list, "wheels": list}
 FIGURE_REQUIRED = ("model", "latency_ms", "published_by", "source")
 # `cost_model` (optional; edgekit.devices.estimate): every number with its source in `sources`.
 COST_MODEL_NUMBERS = ("gmacs_per_core", "gbytes_per_s_per_core", "op_overhead_us", "parallel_fraction",
-                      "dtype_speedup", "format_factor", "uncertainty")
+                      "dtype_speedup", "uncertainty")
 COST_DTYPES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 
 
@@ -88,7 +92,7 @@ def validate(profile: dict) -> list[str]:
         problems.append("default_threads must be between 1 and cores")
     pref = profile["preferred"]
     if pref.get("format") not in FORMAT_BACKENDS or not pref.get("variant"):
-        problems.append("preferred must be {format: tflite|onnx, variant: ...}")
+        problems.append(f"preferred must be {{format: {'|'.join(FORMAT_BACKENDS)}, variant: ...}}")
     qemu = profile.get("qemu")
     if qemu is not None:
         for key, kind in QEMU_REQUIRED.items():
@@ -139,9 +143,13 @@ def validate_cost_model(model) -> list[str]:
             not isinstance(v, dict) or not all(k in COST_DTYPES and _positive(x) for k, x in v.items())
             for v in speed.values()):
         problems.append(f"cost_model.dtype_speedup.default needs positive factors for {', '.join(COST_DTYPES)}")
-    if not isinstance(model["format_factor"], dict) or any(
-            not _positive(model["format_factor"].get(f)) for f in FORMAT_BACKENDS):
-        problems.append("cost_model.format_factor needs positive tflite and onnx factors")
+    factors = model.get("format_factor", {})
+    if "format_factor" in model and not (isinstance(sources.get("format_factor"), str) and sources["format_factor"]):
+        problems.append("cost_model.sources lacks a source for 'format_factor'")
+    if not isinstance(factors, dict) or any(not _positive(v) for v in factors.values()):
+        problems.append("cost_model.format_factor must map formats to positive factors")
+    elif set(factors) - set(FORMAT_BACKENDS):
+        problems.append(f"cost_model.format_factor names unknown formats {sorted(set(factors) - set(FORMAT_BACKENDS))}")
     band = model["uncertainty"]
     if not isinstance(band, dict) or any(not (_positive(band.get(k)) and band[k] >= 1)
                                          for k in ("calibrated", "dtype", "lstm", "format")):
@@ -149,9 +157,14 @@ def validate_cost_model(model) -> list[str]:
     return problems
 
 
+def format_factor(model: dict, fmt: str) -> float:
+    """A cost model's factor for a format (DEFAULT_FORMAT_FACTOR when the profile does not name it)."""
+    return float((model.get("format_factor") or {}).get(fmt, DEFAULT_FORMAT_FACTOR))
+
+
 def backend_for(profile: dict, fmt: str) -> str | None:
     """The profile's backend that runs a bundle format, or None when it has no wheel there."""
-    return next((b for b in FORMAT_BACKENDS[fmt] if b in profile["backends"]), None)
+    return next((b for b in FORMAT_BACKENDS.get(fmt, ()) if b in profile["backends"]), None)
 
 
 def format_unsupported_by(profile: dict | None, fmt: str) -> str | None:

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8500
-DEFAULT_MAX_BODY_BYTES = 10 << 20     # a phone photo fits; a 100 MB upload does not
-DEFAULT_MAX_BATCH = 64                # instances per request
-DEFAULT_TIMEOUT_S = 10.0              # to send a whole request (line, headers, body); keep-alive idle time
+from edgekit.runtime.serve.limits import (  # noqa: F401 - the flags' defaults, also for callers
+    DEFAULT_HOST,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PORT,
+    DEFAULT_TIMEOUT_S,
+)
 
 
 def _port(text: str) -> int:
@@ -47,7 +49,7 @@ def _positive_float(text: str) -> float:
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """The `serve` flags, shared by `python -m edgekit.runtime serve` and `edgekit serve`."""
-    from edgekit.runtime.cli import BACKEND_CHOICES, positive_int
+    from edgekit.runtime.commandline import BACKEND_CHOICES, positive_int
 
     parser.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundle folders; each is served under "
                                                                     "its folder's name")

@@ -2,26 +2,22 @@
 (a 4xx status and one line); what passes goes to `EdgeModel.predict_tensors` / `EdgeModel.predict`,
 which check dtypes, shapes and values against the model (their InvalidInputError is a 400 too).
 
-Raw uploads for :classify (by Content-Type):
-  image/*                          a photo (JPEG, PNG, ...) for a bundle with image preprocessing
-  audio/wav, audio/x-wav, ...      a 16-bit PCM mono WAV for a bundle with speech preprocessing
-  text/plain                       one text for a bundle with text preprocessing
+Raw uploads for :classify, by Content-Type, as the bundle's model kind takes them (runtime/kinds.py):
+  image/*                          a photo (JPEG, PNG, ...) for an image model
+  audio/wav, audio/x-wav, ...      a 16-bit PCM mono WAV for a speech model
+  text/plain                       one text for a text model
   application/json                 {"instances": [...]}: texts, or tensors for a bundle without preprocessing
 """
 
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 
-from edgekit.runtime.errors import first_line
+from edgekit.runtime.errors import RequestRefused, first_line
+from edgekit.runtime.kinds import TENSOR
 
-IMAGE_TYPES = {"image/jpeg": ".jpg", "image/jpg": ".jpg", "image/png": ".png", "image/bmp": ".bmp",
-               "image/gif": ".gif", "image/webp": ".webp"}
-WAV_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave")
-MAX_IMAGE_PIXELS = 16_000_000   # a 12 MP camera frame fits; a decompression bomb does not
 MAX_RANK = 8
 
 
@@ -108,76 +104,24 @@ def predict_feed(model, doc, max_batch: int):
 
 
 def classify_inputs(model, content_type: str | None, body: bytes, max_batch: int) -> list | np.ndarray:
-    """A :classify body -> what `EdgeModel.predict` takes (raw inputs, preprocessed by the model)."""
+    """A :classify body -> what `EdgeModel.predict` takes (raw inputs, preprocessed by the model). What
+    a model takes is its kind's to say (runtime/kinds.py `decode_upload`, `classify_instances`)."""
     mime, params = media_type(content_type)
-    kind = (model.bundle.preprocessing or {}).get("type")  # text | image | speech | None (tensors)
-    if mime == "application/json":
-        doc = parse_json(body)
-        if not isinstance(doc, dict) or set(doc) != {"instances"}:
-            raise HTTPError(400, 'a JSON :classify body is {"instances": [...]}')
-        if kind == "text":
-            texts = doc["instances"]
-            if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-                raise HTTPError(400, "instances must be a non-empty list of texts for this text model")
-            if len(texts) > max_batch:
-                raise HTTPError(413, f"{len(texts)} texts; this server takes at most {max_batch} per request")
-            return texts
-        if kind is None:
-            return _array(doc["instances"], "instances", max_batch)
-        raise HTTPError(415, f"this {kind} model takes the raw {_WANTS[kind]} as the request body")
-    if not body:
-        raise HTTPError(400, "empty body")
-    if kind == "text" and mime.startswith("text/"):
-        try:
-            text = body.decode(params.get("charset") or "utf-8")
-        except (UnicodeDecodeError, LookupError):
-            raise HTTPError(400, f"body is not text in {params.get('charset') or 'utf-8'}") from None
-        return [text]
-    if kind == "image" and mime in IMAGE_TYPES:
-        return [decode_image(body, IMAGE_TYPES[mime])]
-    if kind == "speech" and mime in WAV_TYPES:
-        return [decode_wav(body, model.bundle.preprocessing.get("sample_rate"))]
-    wants = _WANTS.get(kind, 'JSON ({"instances": [...]}, Content-Type: application/json)')
-    raise HTTPError(415, f"Content-Type {mime or '(none)'!r} is not accepted here; this model takes {wants}")
-
-
-_WANTS = {"text": "text (Content-Type: text/plain)",
-          "image": "a photo (Content-Type: image/jpeg or image/png)",
-          "speech": "a 16-bit mono WAV (Content-Type: audio/wav)"}
-
-
-# -------------------------------------------------------------------------------- raw uploads
-# Uploads are decoded in memory by the runtime's own readers, exactly as `predict` decodes a file.
-
-
-def _check_pixels(data: bytes) -> None:
-    """Read only the image header: refuse a small file that decodes to a huge image."""
+    kind = model.kind if model.bundle.preprocessing is not None else TENSOR
     try:
-        import io
-
-        from PIL import Image
-    except ImportError:
-        return  # the reader says that decoding needs Pillow
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-    except Exception as exc:  # Pillow raises many types for corrupt data
-        why = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the upload", first_line(exc))
-        raise HTTPError(400, f"cannot decode the image: {why}") from None
-    if width * height > MAX_IMAGE_PIXELS:
-        raise HTTPError(413, f"image is {width}x{height} pixels; at most {MAX_IMAGE_PIXELS} pixels")
-
-
-def decode_image(data: bytes, suffix: str) -> np.ndarray:
-    from edgekit.runtime.preprocess.image import read_image_bytes
-
-    _check_pixels(data)
-    return read_image_bytes(data, "the upload")
-
-
-def decode_wav(data: bytes, sample_rate: int | None) -> np.ndarray:
-    import io
-
-    from edgekit.runtime.preprocess.audio import read_wav
-
-    return read_wav(io.BytesIO(data), sample_rate, name="the upload")
+        if mime == "application/json":
+            doc = parse_json(body)
+            if not isinstance(doc, dict) or set(doc) != {"instances"}:
+                raise HTTPError(400, 'a JSON :classify body is {"instances": [...]}')
+            raw = kind.classify_instances(doc["instances"])
+            if raw is None:  # tensors
+                return _array(doc["instances"], "instances", max_batch)
+        else:
+            if not body:
+                raise HTTPError(400, "empty body")
+            raw = kind.decode_upload(model, mime, params, body)
+    except RequestRefused as exc:
+        raise HTTPError(exc.status, str(exc)) from None
+    if len(raw) > max_batch:
+        raise HTTPError(413, f"{len(raw)} instances; this server takes at most {max_batch} per request")
+    return raw

@@ -27,8 +27,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from edgekit.runtime.errors import EdgekitError, InvalidInputError, first_line
-from edgekit.runtime.serve import DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_S
 from edgekit.runtime.serve.inputs import HTTPError, classify_inputs, media_type, parse_json, predict_feed
+from edgekit.runtime.serve.limits import DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_S
 from edgekit.runtime.serve.metrics import CONTENT_TYPE as METRICS_TYPE
 from edgekit.runtime.serve.metrics import Metrics
 from edgekit.runtime.serve.pool import ModelPool, PoolBusyError, default_workers
