@@ -53,16 +53,20 @@ def log(message: str) -> None:
 
 class Progress:
     """Progress of a job of `total` steps, one line per finished step on stderr:
-    `[3/10] text-tflite-int8: 200 samples ... PASS (4.2 s)` (seconds since the job started). The one way
-    long jobs (export's conversions, verify's bundles, the fix search) report where they are."""
+    `[3/10] text-tflite-int8: 200 samples ... PASS`. The one way long jobs (export's conversions,
+    verify's bundles) report where they are; `elapsed` is the seconds since the job started."""
 
     def __init__(self, total: int, prefix: str = "") -> None:
         self.total, self.prefix, self.done = total, prefix, 0
         self.started = time.perf_counter()
 
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
     def step(self, message: str) -> None:
         self.done += 1
-        log(f"{self.prefix}[{self.done}/{self.total}] {message} ({time.perf_counter() - self.started:.1f} s)")
+        log(f"{self.prefix}[{self.done}/{self.total}] {message}")
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -223,14 +223,15 @@ def results_table(results: list[dict]) -> str:
     """The README table: accuracy, size and latency of every variant next to Keras."""
     lines = ["| model | variant | format | size | accuracy | Δ vs Keras (pp) | agreement | latency (ms) | gate |",
              "|---|---|---|---:|---:|---:|---:|---:|---|"]
-    from edgekit.verify.report import fmt_num, fmt_pct, fmt_size, status_text
+    from edgekit.core import format_bytes
+    from edgekit.verify.report import fmt_num, fmt_pct, status_text
 
     for result in results:
         lines.append(f"| {result['task']} | Keras | - | - | {fmt_pct(result['reference'].get('accuracy'))} "
                      "| - | - | - | - |")
         for e in result["artifacts"]:
             lines.append(f"| {result['task']} | {e.get('variant') or '-'} | {e.get('format') or '-'} "
-                         f"| {fmt_size(e.get('size_bytes'))} | {fmt_pct(e.get('accuracy'))} "
+                         f"| {format_bytes(e.get('size_bytes'))} | {fmt_pct(e.get('accuracy'))} "
                          f"| {fmt_num(e.get('accuracy_delta'), '+.2f')} | {fmt_pct(e.get('agreement'))} "
                          f"| {fmt_num(e.get('latency_ms'), '.3f')} | {status_text(e)} |")
     samples = ", ".join(f"{r['task']} {r['samples']}" for r in results)

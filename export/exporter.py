@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgekit.core import UserError, atomic_dir, atomic_write_json, format_bytes, log, sha256_file
+from edgekit.core import Progress, UserError, atomic_dir, atomic_write_json, format_bytes, log, sha256_file
 from edgekit.export import formats as registered_formats
 from edgekit.export import opcheck, recipes, source
 from edgekit.export.manifest import MANIFEST_FILE, build_manifest
@@ -183,7 +183,7 @@ class _Context:
         self.recipes: dict[tuple[str, str], recipes.Recipe] = chosen
         self.layer_classes: dict[str, str] = {}
         self.source_sha256 = sha256_file(source.model_file(model_dir, True))
-        self.reported = 0
+        self.progress = Progress(len(plan))
         self.lock = threading.Lock()
 
     def recipe_name(self, fmt: str, variant: str) -> str:
@@ -192,13 +192,12 @@ class _Context:
     def report(self, result: ExportResult) -> None:
         with self.lock:  # the formats' workers report from their own threads
             self.results[(result.format, result.variant)] = result
-            self.reported += 1
-            head = f"[{self.reported}/{len(self.plan)}] {result.format} {result.variant} ..."
+            head = f"{result.format} {result.variant} ..."
             if result.status == "ok":
-                log(f"{head} ok {format_bytes(result.size_bytes)} ({result.seconds:.1f} s)")
+                self.progress.step(f"{head} ok {format_bytes(result.size_bytes)} ({result.seconds:.1f} s)")
             else:
-                log(f"{head} {result.status}: {result.reason}" +
-                    (f" ({result.seconds:.1f} s)" if result.seconds else ""))
+                self.progress.step(f"{head} {result.status}: {result.reason}"
+                                   + (f" ({result.seconds:.1f} s)" if result.seconds else ""))
 
 
 def _run_workers(request: dict, variants: list[str], staging: Path, context: _Context) -> None:

@@ -191,7 +191,7 @@ class Listener:
 
     def __init__(self, model, rate: int | None = None, reset_at_onsets: bool = True) -> None:
         params = model.bundle.preprocessing
-        if model.bundle.task != "speech" or not params or params.get("type") != "speech":
+        if not model.kind.streams or not params or params.get("type") != model.kind.name:
             raise InvalidInputError(f"listen needs a speech bundle (a per-frame model over audio); "
                                     f"{model.bundle.path} is a {model.bundle.task or 'bare'} model")
         self.model, self.params = model, params

@@ -15,7 +15,6 @@ Each model also gets a Keras model directory (`model.keras` + `edgekit.json`) fo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -29,7 +28,7 @@ VARIANTS = {
     "image": [("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32")],
     "tokens": [("tflite", "fp32"), ("onnx", "fp32")],
 }
-VERSION = "5"  # bump to invalidate cached bundles when this file changes what it writes
+VERSION = "6"  # bump to invalidate cached bundles when this file changes what it writes
 
 
 def bundle_names() -> list[str]:
@@ -114,30 +113,11 @@ def _keras_model(name: str):
     return keras.Model(inp, out)
 
 
-def _tensor_meta(details) -> list[dict]:
-    rows = []
-    for d in details:
-        q = d["quantization_parameters"]
-        quant = ({"scale": [float(s) for s in q["scales"]], "zero_point": [int(z) for z in q["zero_points"]]}
-                 if len(q["scales"]) else None)
-        rows.append({"name": d["name"], "shape": [int(s) for s in d["shape"]],
-                     "dtype": d["dtype"].__name__, "quantization": quant})
-    return rows
+def _write_bundle(folder: Path, fmt: str, variant: str, name: str, data: bytes) -> None:
+    from bundle_writer import write_bundle
 
-
-def _write_bundle(folder: Path, fmt: str, variant: str, name: str, data: bytes, inputs, outputs) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    model_file = f"model.{fmt}"
-    (folder / model_file).write_bytes(data)
-    manifest = {
-        "edgekit_version": "0.1.0", "format": fmt, "variant": variant,
-        "recipe": "static_wi8_ai8" if variant == "int8" else "float",
-        "model_file": model_file, "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data),
-        "task": "tensor", "name": name, "labels": LABELS, "preprocessing": None,
-        "inputs": inputs, "outputs": outputs, "ops": {}, "source": {}, "export": {}, "versions": {},
-        "created": "2025-01-01T00:00:00+00:00",
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_bundle(folder, fmt, variant, data, {"task": "tensor", "name": name, "labels": LABELS,
+                                              "preprocessing": None})
 
 
 def _build(out: Path) -> None:
@@ -183,22 +163,14 @@ def _build(out: Path) -> None:
                     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
                     conv.inference_input_type = tf.int8
                     conv.inference_output_type = tf.int8
-                data = conv.convert()
-                interp = tf.lite.Interpreter(model_content=data)
-                _write_bundle(folder, fmt, variant, name, data, _tensor_meta(interp.get_input_details()),
-                              _tensor_meta(interp.get_output_details()))
+                _write_bundle(folder, fmt, variant, name, conv.convert())
             else:
                 import tf2onnx
 
                 spec = [tf.TensorSpec([None] + shape[1:], dtype, name="input")]
                 fn = tf.function(lambda t, model=model: model(t, training=False))
                 proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=17)
-                data = proto.SerializeToString()
-                ins = [{"name": i.name, "shape": [d.dim_value or None for d in i.type.tensor_type.shape.dim],
-                        "dtype": dtype, "quantization": None} for i in proto.graph.input]
-                outs = [{"name": o.name, "shape": [None, 3], "dtype": "float32", "quantization": None}
-                        for o in proto.graph.output]
-                _write_bundle(folder, fmt, variant, name, data, ins, outs)
+                _write_bundle(folder, fmt, variant, name, proto.SerializeToString())
 
 
 if __name__ == "__main__":

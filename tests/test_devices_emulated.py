@@ -20,7 +20,7 @@ import pytest
 from edgekit.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import test_devices_bundles  # noqa: E402  (the bundle builder, run in a child process)
+import device_bundles as bundle_builder  # noqa: E402  (the bundle builder, run in a child process)
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def _need_emulation_tools():
 
 @pytest.fixture(scope="session")
 def device_bundles(tmp_path_factory) -> Path:
-    return test_devices_bundles.build(tmp_path_factory.mktemp("device-bundles"))
+    return bundle_builder.build(tmp_path_factory.mktemp("device-bundles"))
 
 
 def _check(name: str, bundles: list[Path], tmp_path: Path, capsys) -> tuple[int, dict, str]:

@@ -69,7 +69,13 @@ def test_real_model_report_has_layers_and_plots(task, results):
     for entry in int8:
         table = entry["layers"]
         assert table.get("tensors"), table  # a skipped table is a missing result, not a pass
-        assert all(row["rmse_over_scale"] is None or row["rmse_over_scale"] >= 0 for row in table["tensors"])
+        ratios = [row["rmse_over_scale"] for row in table["tensors"]]
+        # every tensor has a scale (the debugger compares quantized tensors), the table is worst first,
+        # and the tensors it names for --fix are the worst ones
+        assert all(r is not None and 0 < r < float("inf") for r in ratios), ratios
+        assert ratios == sorted(ratios, reverse=True)
+        worst = table["worst"]
+        assert 1 <= len(worst) <= 3 and worst == [r["tensor"] for r in table["tensors"][:len(worst)]]
     if task == "speech":
         assert all(e.get("utterance_agreement") is not None for e in result["artifacts"])
     page = html_report([result])

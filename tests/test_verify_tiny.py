@@ -1,5 +1,5 @@
 """verify end to end on a small TRAINED model and real TFLite bundles (built in a child process by
-tests/test_verify_support.py): gates pass on faithful bundles, fail with the right reason on a drifted
+tests/verify_support.py): gates pass on faithful bundles, fail with the right reason on a drifted
 or corrupt one, golden files round-trip without Keras, and --fix re-quantizes with float layers."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from edgekit.cli import main as edgekit_main
 from edgekit.verify.golden import load_golden
 
 ROOT = Path(__file__).resolve().parents[1]
-FACTORY = "test_verify_support:build_converter"
+FACTORY = "verify_support:build_converter"
 
 
 def _env() -> dict:
@@ -30,7 +30,7 @@ def _env() -> dict:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("verify-tiny")
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "test_verify_support.py"), str(out)],
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "verify_support.py"), str(out)],
                           env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out

@@ -9,7 +9,6 @@ the run rewrites the README's "What converts to what" table.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -18,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zoo
+
+from edgekit.core import file_lock
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +57,7 @@ class ZooResults:
         self.root = root
 
     def __getitem__(self, name: str) -> zoo.Result:
-        with open(self.root / f".{name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with file_lock(self.root / f".{name}.lock"):
             (result,) = zoo.run_zoo([name], self.root)
         return result
 

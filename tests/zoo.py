@@ -243,19 +243,20 @@ def run_entry(entry: Entry, workdir: Path) -> Result:
     """Export every variant of the trained entry in `workdir`; measure parity and agreement."""
     import keras
 
-    from edgekit.export import lstm, opcheck, recipes, tflite
+    from edgekit.export import formats, lstm, opcheck, recipes, tflite
     from edgekit.export import onnx as onnx_export
+    from edgekit.export.keras_layers import keras_layer_classes
 
     result = Result(entry.name, entry.covers)
     model = keras.models.load_model(workdir / "model.keras")
     x, y = load_inputs(workdir / "samples.npz", model)
     calibration, _ = load_inputs(workdir / "calibration.npz", model)
     reference = np.asarray(model(x, training=False))
-    layer_classes = tflite.keras_layer_classes(model)
+    layer_classes = keras_layer_classes(model)
     for variant in entry.tflite:
         key = f"tflite/{variant}"
         start = time.perf_counter()
-        why_not = recipes.refusal_reason(recipes.RECIPES[("tflite", variant)], set(layer_classes.values()))
+        why_not = formats.host("tflite").refusal(recipes.get(variant), set(layer_classes.values()))
         if why_not and not result.refusal:
             result.variants[key] = {"status": "skipped", "reason": why_not}
             continue
@@ -273,9 +274,9 @@ def run_entry(entry: Entry, workdir: Path) -> Result:
             continue
         path = workdir / f"{variant}.tflite"
         path.write_bytes(data)
-        details = tflite.describe(data)
+        details = formats.device("tflite").read_graph(data).describe()
         problems = opcheck.check_ops("tflite", details["op_records"], layer_classes)
-        got = tflite.run(path, x)
+        got = _run_file(path, details, x)
         result.variants[key] = _measure(reference, got, y, len(data), problems, details["ops"],
                                         time.perf_counter() - start)
     fp32 = workdir / "fp32.onnx"
@@ -291,12 +292,20 @@ def run_entry(entry: Entry, workdir: Path) -> Result:
         except Exception as exc:  # noqa: BLE001 - reported as a failed variant
             result.variants[f"onnx/{variant}"] = {"status": "failed", "reason": _line(exc)}
             break
-        details = onnx_export.describe(path)
+        details = formats.device("onnx").read_graph(path.read_bytes()).describe()
         problems = opcheck.check_ops("onnx", details["op_records"], layer_classes)
-        result.variants[f"onnx/{variant}"] = _measure(reference, onnx_export.run(path, x), y,
+        result.variants[f"onnx/{variant}"] = _measure(reference, _run_file(path, details, x), y,
                                                       path.stat().st_size, problems, details["ops"],
                                                       time.perf_counter() - start)
     return result
+
+
+def _run_file(path: Path, details: dict, x):
+    """A converted file's outputs on `x`, run as a device runs it (the runtime's runner, XNNPACK on)."""
+    from edgekit.runtime.model import load_converted
+
+    with load_converted(path, {"inputs": details["inputs"], "outputs": details["outputs"]}) as model:
+        return model.predict_tensors(x)
 
 
 def _measure(reference, got, y, size, problems, ops, seconds) -> dict:
@@ -360,7 +369,7 @@ def keras_litert_export(workdir: Path) -> dict:
     """Keras' own `model.export(format="litert")`: its ops, and whether ai-edge-litert runs the file."""
     import keras
 
-    from edgekit.export import tflite
+    from edgekit.export import formats
 
     model = keras.models.load_model(workdir / "model.keras")
     path = workdir / "keras_export.tflite"
@@ -368,7 +377,7 @@ def keras_litert_export(workdir: Path) -> dict:
         model.export(str(path), format="litert", verbose=False)
     except Exception as exc:  # noqa: BLE001 - reported, not raised: this is the peer's result
         return {"exported": False, "reason": _line(exc), "ops": {}, "runs": False}
-    ops = tflite.describe(path.read_bytes())["ops"]
+    ops = formats.device("tflite").read_graph(path.read_bytes()).histogram()
     notable = sorted(op for op in ops if op.startswith("Flex") or op in ("WHILE", "CUSTOM")
                      or op.startswith("UNIDIRECTIONAL"))
     try:

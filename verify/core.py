@@ -135,7 +135,8 @@ def _evaluate_all(bundles: list[Path], data: EvalData, reference: np.ndarray, ta
         manifest = read_manifest(bundle)
         gate = _gate_or_none(manifest, overrides, meta)
         entry = evaluate_bundle(bundle, data, reference, task, result["reference"]["accuracy"], gate, load)
-        progress.step(f"{bundle.name}: {len(data)} samples ... {'PASS' if entry['passed'] else 'FAIL'}")
+        progress.step(f"{bundle.name}: {len(data)} samples ... {entry['seconds']:.1f} s "
+                      f"{'PASS' if entry['passed'] else 'FAIL'}")
         entries.append(entry)
     return entries
 

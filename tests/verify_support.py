@@ -3,7 +3,7 @@
 They follow docs/design.md (model.keras + edgekit.json + heldout.npz + calibration.npz; bundles with
 manifest.json) so verify is tested on a real trained model and real TFLite files without waiting for
 the full train/export packages. `build_converter` is the converter factory that verify's per-layer
-debugger calls in its child process (`tests.test_verify_support:build_converter` on sys.path).
+debugger calls in its child process (`tests.verify_support:build_converter` on sys.path).
 """
 
 from __future__ import annotations
@@ -86,19 +86,10 @@ def write_bundle(out: Path, model_dir: Path, variant: str, model_bytes: bytes | 
     if model_bytes is None:
         calibration = np.load(model_dir / "calibration.npz")["x"]
         model_bytes = build_converter(model_dir, variant, calibration).convert()
-    bundle = out / f"{metadata['name']}-tflite-{variant}"
-    bundle.mkdir(parents=True, exist_ok=True)
-    (bundle / "model.tflite").write_bytes(model_bytes)
-    manifest = {
-        "edgekit_version": "0.1.0", "format": "tflite", "variant": variant, "recipe": variant,
-        "model_file": "model.tflite", "sha256": sha256_file(bundle / "model.tflite"),
-        "size_bytes": len(model_bytes), "task": metadata["task"], "name": metadata["name"],
-        "labels": metadata["labels"], "preprocessing": metadata["preprocessing"],
-        "inputs": [{"name": "features", "shape": [1, FEATURES], "dtype": "float32", "quantization": None}],
-        "outputs": [{"name": "probs", "shape": [1, len(LABELS)], "dtype": "float32", "quantization": None}],
-        "ops": {}, "source": {"metadata": metadata}, "export": {"calibration_samples": 120},
-    }
-    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    from bundle_writer import write_bundle
+
+    bundle = write_bundle(out / f"{metadata['name']}-tflite-{variant}", "tflite", variant, model_bytes, metadata,
+                          {"calibration_samples": 120})
     return bundle
 
 
@@ -144,7 +135,7 @@ def bundle_loader():
 
 
 def support_pythonpath() -> str:
-    """PYTHONPATH that lets a child process import this module as `test_verify_support`."""
+    """PYTHONPATH that lets a child process import this module as `verify_support`."""
     here = str(Path(__file__).resolve().parent)
     return os.pathsep.join([here, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
 

@@ -1,5 +1,5 @@
 """Bundles for the device tests, made without `export/` (run as a child process: pytest never imports
-TensorFlow). `python tests/test_devices_bundles.py OUT` writes, per docs/design.md (model file +
+TensorFlow). `python tests/device_bundles.py OUT` writes, per docs/design.md (model file +
 manifest.json with sha256):
 
 - `text`:   int32 token ids [1, 12] -> Embedding(20, 8) -> LSTM(8) -> Dense(3, softmax), built with
@@ -16,7 +16,6 @@ This file holds no tests; the device tests import `build` from it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -24,7 +23,7 @@ import sys
 from pathlib import Path
 
 LABELS = ["a", "b", "c"]
-VERSION = "3"
+VERSION = "4"
 BUNDLES = ["text-tflite-fp32", "text-tflite-int8", "speech-tflite-fp32", "speech-tflite-int8",
            "image-tflite-fp32", "image-tflite-int8", "image-onnx-fp32", "image-onnx-int8"]
 
@@ -137,61 +136,12 @@ def _image_models(x, y, out: Path):
     return files, np
 
 
-def _tflite_io(model_bytes: bytes):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_content=model_bytes)
-
-    def io(details):
-        rows = []
-        for d in details:
-            scale, zero = d["quantization"]
-            rows.append({"name": d["name"], "shape": [int(v) for v in d["shape"]], "dtype": d["dtype"].__name__,
-                         "quantization": {"scale": [float(scale)], "zero_point": [int(zero)]} if scale else None})
-        return rows
-
-    ops = {}
-    try:
-        for op in interp._get_ops_details():
-            ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
-    except Exception:
-        pass
-    return io(interp.get_input_details()), io(interp.get_output_details()), ops
-
-
-def _onnx_io(model_bytes: bytes):
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
-    kinds = {"tensor(float)": "float32", "tensor(int32)": "int32"}
-
-    def io(items):
-        return [{"name": i.name, "shape": [d if isinstance(d, int) else None for d in i.shape],
-                 "dtype": kinds.get(i.type, i.type), "quantization": None} for i in items]
-
-    import onnx
-
-    ops: dict = {}
-    for node in onnx.load_from_string(model_bytes).graph.node:
-        ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    return io(sess.get_inputs()), io(sess.get_outputs()), ops
-
-
 def _write_bundle(out: Path, name: str, fmt: str, variant: str, data: bytes, task: str) -> None:
-    folder = out / f"{name}-{fmt}-{variant}"
-    folder.mkdir(parents=True, exist_ok=True)
-    model_file = f"model.{fmt}"
-    (folder / model_file).write_bytes(data)
-    inputs, outputs, ops = (_tflite_io if fmt == "tflite" else _onnx_io)(data)
-    manifest = {
-        "edgekit_version": "0.1.0", "format": fmt, "variant": variant,
-        "recipe": "static_wi8_ai8" if variant == "int8" else "float32",
-        "model_file": model_file, "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data),
-        "task": task, "name": name, "labels": LABELS, "preprocessing": None,
-        "inputs": inputs, "outputs": outputs, "ops": ops, "source": {"test_fixture": True},
-        "export": {"calibration_samples": 100, "io_dtype": "float32"}, "versions": {}, "created": "test",
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    from bundle_writer import write_bundle
+
+    write_bundle(out / f"{name}-{fmt}-{variant}", fmt, variant, data,
+                 {"task": task, "name": name, "labels": LABELS, "preprocessing": None},
+                 {"calibration_samples": 100, "io_dtype": "float32"})
 
 
 def _model_dir(out: Path, name: str, task: str, x, y) -> None:
