@@ -45,7 +45,8 @@ def run(args) -> int:
     if devices:
         from edgekit.verify.recommend import recommend
 
-        recommend(result, devices)
+        photos = args.data if args.data and Path(args.data).is_dir() else None  # the phone check's photos
+        recommend(result, devices, data=photos)
     write_outputs([result], json_path=args.json_path, html_path=args.html, markdown_path=args.markdown,
                   title=f"edgekit verify: {result['task']}")
     for line in summary_lines(result):

@@ -11,6 +11,8 @@ import html
 import io
 import math
 
+from edgekit.verify import decoders
+
 MAX_LAYER_ROWS = 12
 
 
@@ -59,6 +61,7 @@ def summary_lines(result: dict) -> list[str]:
     verdict = "PASS" if result["passed"] else "FAIL"
     lines.append(f"{verdict}: {result['task']} model, {len(result['artifacts'])} bundles, "
                  f"{result['samples']} samples" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    lines += decoders.summary_lines(result)
     lines += device_lines(result)
     lines += [f"warning: {w}" for w in result.get("warnings", [])]
     return lines
@@ -66,8 +69,17 @@ def summary_lines(result: dict) -> list[str]:
 
 def device_lines(result: dict) -> list[str]:
     """One line per --device: the bundle to ship there and why (latencies are estimates)."""
-    return [f"{name}: ship {d['recommended'] or 'nothing'} (estimate: {d['reason']})"
-            for name, d in (result.get("devices") or {}).items()]
+    lines = []
+    for name, d in (result.get("devices") or {}).items():
+        lines.append(f"{name}: ship {d['recommended'] or 'nothing'} (estimate: {d['reason']})")
+        lines += _phone_lines(d)
+    return lines
+
+
+def _phone_lines(device: dict) -> list[str]:
+    from edgekit.devices.phone import check_lines
+
+    return check_lines(device.get("phone_check") or {})
 
 
 def device_estimate_rows(result: dict) -> tuple[list[str], list[list[str]]]:
@@ -144,6 +156,7 @@ def markdown_section(result: dict, level: int = 2) -> str:
                         f"(x{cost['size_ratio']:.2f}), latency {cost['latency_ms']:+.3f} ms."]
         elif entry.get("suggestion"):
             out += ["", f"{entry['bundle']}: {entry['suggestion']}."]
+    out += decoders.markdown_lines(result)
     if result.get("devices"):
         header, rows = device_estimate_rows(result)
         out += ["", "Device latency: ESTIMATES from a cost model calibrated on published figures "
@@ -152,6 +165,7 @@ def markdown_section(result: dict, level: int = 2) -> str:
         out += ["| " + " | ".join(r) + " |" for r in rows]
         out += [""] + [f"- **{name}**: ship **{d['recommended'] or 'nothing'}**: {d['reason']}"
                        for name, d in result["devices"].items()]
+        out += [f"- {line}" for d in result["devices"].values() for line in _phone_lines(d)]
     if result.get("warnings"):
         out += [""] + [f"> warning: {w}" for w in result["warnings"]]
     return "\n".join(out) + "\n"
@@ -286,6 +300,7 @@ def html_section(result: dict) -> str:
                  "<th>agreement</th><th>max abs error</th><th>cosine</th><th>SNR (dB)</th>"
                  "<th>latency (ms)</th><th>gate</th><th>reasons</th></tr>"
                  + "".join(_html_row(e) for e in result["artifacts"]) + "</table>")
+    parts += decoders.html_parts(result)
     if result.get("devices"):
         header, rows = device_estimate_rows(result)
         parts.append("<h3>Device latency (ESTIMATES)</h3><p>Estimated from a cost model calibrated on "
@@ -296,7 +311,9 @@ def html_section(result: dict) -> str:
                              for i, c in enumerate(r)) + "</tr>" for r in rows) + "</table>")
         parts.append("<ul>" + "".join(
             f"<li><b>{html.escape(name)}</b>: ship <b>{html.escape(d['recommended'] or 'nothing')}</b>: "
-            f"{html.escape(d['reason'])}</li>" for name, d in result["devices"].items()) + "</ul>")
+            f"{html.escape(d['reason'])}</li>" for name, d in result["devices"].items())
+            + "".join(f"<li>{html.escape(line)}</li>" for d in result["devices"].values()
+                      for line in _phone_lines(d)) + "</ul>")
     parts.append(_img(accuracy_vs_size_png(result), f"{result['task']} accuracy vs size"))
     parts.append(_img(latency_png(result), f"{result['task']} latency per variant"))
     for entry in result["artifacts"]:
