@@ -137,7 +137,9 @@ def test_decoder_figure_in_the_summary_markdown_and_html():
     line = next(l for l in report.summary_lines(result) if l.startswith("decoder sensitivity"))
     assert "m-tflite-int8 25.0% (1/4)" in line and "m-tflite-fp32 0.0% (0/4)" in line
     assert "| m-tflite-int8 | 25.0% (1/4) | 100.0% | 75.0% |" in report.markdown_report([result])
-    assert "JPEG decoder sensitivity (not a gate)" in report.html_report([result])
+    page = report.html_report([result])
+    assert "JPEG decoder sensitivity (not a gate)" in page
+    assert 'alt="decoder sensitivity per bundle" src="data:image/png;base64,' in page
     result["decoder_sensitivity"] = {"skipped": "no photo files"}
     assert "JPEG decoder sensitivity: skipped (no photo files)." in report.markdown_report([result])
 

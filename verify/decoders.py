@@ -247,8 +247,33 @@ def markdown_lines(result: dict) -> list[str]:
     return out + ["| " + " | ".join(r) + " |" for r in _rows(result)]
 
 
+def changed_png(result: dict) -> str | None:
+    """Bars: the share of labels each bundle (and Keras) changes with the other decoder."""
+    from edgekit.verify.report import _png, _pyplot
+
+    rows = [(r[0], 1 - f["agreement"]) for r, f in zip(_rows(result), _figures(result)) if "agreement" in f]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 0.35 * len(rows) + 1.2))
+    ax.barh([n for n, _ in rows], [100 * v for _, v in rows], color="tab:orange")
+    ax.invert_yaxis()
+    ax.set_xlabel("labels changed by another JPEG decoder (%)")
+    ax.set_title(f"{result['task']}: decoder sensitivity (IFAST IDCT vs Pillow)", fontsize=10)
+    return _png(fig)
+
+
+def _figures(result: dict) -> list[dict]:
+    """The figures in _rows' order."""
+    d = result["decoder_sensitivity"]
+    return ([d["reference"]] if d.get("reference") else []) + [
+        e["decoder_sensitivity"] for e in result["artifacts"] if e.get("decoder_sensitivity")]
+
+
 def html_parts(result: dict) -> list[str]:
     import html
+
+    from edgekit.verify.report import _img
 
     d = result.get("decoder_sensitivity")
     if not d:
@@ -260,4 +285,4 @@ def html_parts(result: dict) -> list[str]:
                          for i, c in enumerate(r)) + "</tr>" for r in _rows(result)) + "</table>")
     return ["<h3>JPEG decoder sensitivity (not a gate)</h3>", f"<p>{html.escape(_intro(d))} A bundle that "
             "changes many labels will disagree with these labels on a phone or app that decodes photos "
-            "differently.</p>", table]
+            "differently.</p>", table, _img(changed_png(result), "decoder sensitivity per bundle")]
