@@ -268,6 +268,9 @@ def format_result(r: dict) -> str:
 
 
 def run(args) -> int:
+    if getattr(args, "data", None):
+        raise UserError(f"--data is for phone checks (photos through MediaPipe Tasks); {args.name} compares "
+                        "with the host's golden outputs (--golden FILE)")
     summary = check(args.name, args.bundles, golden=args.golden, samples=args.samples)
     print(f"devices check {summary['device']} ({summary['title']})")
     if summary["emulation"]:

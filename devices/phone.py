@@ -3,22 +3,33 @@ Tasks' ImageClassifier (what an Android/iOS app calls, reading the TFLite Model 
 wrote) on held-out photos, on the host, in the cached MediaPipe environment (export/mediapipe_env.py),
 and compares it with edgekit's own runtime (the same bundle) and with Keras (the source model).
 
-Photos: the model's held-out test photos (the `test/` folder of the image folder it was trained on,
-named in the manifest), `per_class` of each class, each at its own size (CIFAR: 32x32) and upscaled
-to 640x480 and 1200x900 (Pillow bicubic), so the phone's resize meets other sizes and aspect ratios.
-Both pipelines get the same decoded pixels: the check measures preprocessing and inference, not JPEG
-decoders (an app decodes with the OS's own).
+Photos: `data` (a folder of class folders named after the labels, or of any photos; its test/ folder
+when it has one), else the model's held-out photos: the test/ folder inside the image folder it was
+trained on, or beside it (a model trained on photos/train is checked on photos/test). `per_class` of
+each class, each at its own size (CIFAR: 32x32) and upscaled to 640x480 and 1200x900 (Pillow
+bicubic), so the phone's resize meets other sizes and aspect ratios.
 
-It proves: the file loads in MediaPipe Tasks with no extra code (metadata: normalization, labels),
-and MediaPipe gives the label edgekit's runtime (what `verify` measured) gives on at least
-MIN_AGREEMENT of the photos. It runs MediaPipe's CPU path on x86; a phone's arm64 kernels and a GPU
-delegate are not exercised (a GPU delegate also resizes differently).
+Two figures per bundle:
+- same pixels: MediaPipe gets the pixels edgekit's runtime decoded (Pillow), so the agreement measures
+  the phone pipeline: metadata, resize, normalisation and MediaPipe's own LiteRT kernels. This is the
+  verdict: at least MIN_AGREEMENT of the photos, else the failure is named: "pipeline" (a float bundle,
+  or an integer one whose host kernels agree), or "int8 kernels" (an integer bundle on which even
+  ai-edge-litert's own XNNPACK and builtin kernels disagree on the same inputs);
+- file decoded: MediaPipe decodes the original files itself (`mp.Image.create_from_file`, stb_image
+  inside MediaPipe's bindings), so the decoder is included. Reported beside, with the decoders' pixel
+  difference in levels; below MIN_AGREEMENT it marks the bundle decoder-sensitive (a warning, not a
+  failure: Android 7+ decodes JPEG with libjpeg-turbo's default IDCT and upsampling, as Pillow does,
+  see docs/phones.md; other apps and iOS decode differently).
+
+It runs MediaPipe's CPU path on x86; a phone's arm64 kernels and a GPU delegate are not exercised (a GPU
+delegate also resizes differently).
 
 API for other commands (verify --device android-arm64):
     from edgekit.devices import phone
     phone.is_phone(profile)                      # the profiles this check applies to
     summary = phone.check("android-arm64", [bundle_dir], per_class=8)
-    summary["passed"], summary["results"][0]["overall"]["agreement_edgekit"]
+    r = summary["results"][0]
+    r["passed"], r["failure"], r["overall"]["agreement_edgekit"], r["file_decoded"]["agreement_edgekit"]
 """
 
 from __future__ import annotations
@@ -48,33 +59,61 @@ def is_phone(profile: dict) -> bool:
 
 # --- photos ---------------------------------------------------------------------------------------
 
-def heldout_photos(manifest: dict, per_class: int, data: str | Path | None = None) -> tuple[list, list, str]:
-    """(paths, label indices, description) of held-out photos: `data` (a folder of class folders), or
-    the test/ folder of the image folder the model was trained on."""
-    labels = manifest.get("labels") or []
-    if data is None:
-        source = (((manifest.get("source") or {}).get("metadata") or {}).get("data") or {}).get("source")
-        if not source or source == "embedded":
-            raise UserError("the bundle's model was not trained on an image folder: pass data= (a folder "
-                            "of class folders of held-out photos)")
-        folder = Path(source) / "test"
-        if not folder.is_dir():
-            raise UserError(f"no held-out photos: {folder} is missing (the training folder has no test/ "
-                            "split); pass data= a folder of class folders")
-    else:
+def heldout_folder(source: str | None, data: str | Path | None = None) -> Path:
+    """The folder of held-out photos: `data` (its test/ folder when it has one), else the test/ folder
+    inside the training folder `source`, or beside it when that is named train/ (photos/train ->
+    photos/test). UserError with one line when there is none."""
+    if data is not None:
         folder = Path(data)
         if not folder.is_dir():
-            raise UserError(f"photo folder not found: {folder}")
+            raise UserError(f"photo folder not found: {folder} (--data: a folder of class folders, or of "
+                            "any photos)")
+        return folder / "test" if (folder / "test").is_dir() else folder
+    if not source or source == "embedded":
+        raise UserError("the model was not trained on an image folder: pass --data FOLDER (a folder of "
+                        "class folders of held-out photos, or of any photos)")
+    source = Path(source)
+    candidates = [source / "test"] + ([source.parent / "test"] if source.name == "train" else [])
+    for folder in candidates:
+        if folder.is_dir():
+            return folder
+    where = (f"neither {candidates[0]} nor {candidates[1]} exists" if len(candidates) == 2
+             else f"{candidates[0]} is missing")
+    raise UserError(f"no held-out photos: {where} (no test/ split inside or beside the training folder); "
+                    "pass --data FOLDER (a folder of class folders, or of any photos)")
+
+
+def list_photos(folder: Path, labels: list[str], per_class: int) -> tuple[list[Path], list[int]]:
+    """(paths, label indices) of `per_class` photos per class folder named after a label, spread over
+    each folder; a folder without such class folders gives `per_class * len(labels)` of all its photos
+    (any depth), unlabelled (index -1)."""
+    def photos(directory: Path, recursive: bool = False) -> list[Path]:
+        found = directory.rglob("*") if recursive else directory.glob("*")
+        return sorted(p for p in found if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
+
+    def spread(files: list[Path], n: int) -> list[Path]:
+        return files[::max(1, len(files) // n)][:n]
+
     paths, ys = [], []
     for index, label in enumerate(labels):
-        files = sorted(p for p in (folder / label).glob("*") if p.suffix.lower() in PHOTO_SUFFIXES) \
-            if (folder / label).is_dir() else []
-        step = max(1, len(files) // per_class)
-        chosen = files[::step][:per_class]
-        paths += chosen
-        ys += [index] * len(chosen)
+        if (folder / label).is_dir():
+            chosen = spread(photos(folder / label), per_class)
+            paths += chosen
+            ys += [index] * len(chosen)
+    if not paths:  # any photos: no labels, so agreement without accuracy
+        paths = spread(photos(folder, recursive=True), per_class * max(1, len(labels)))
+        ys = [-1] * len(paths)
     if not paths:
-        raise UserError(f"{folder} has no photos in folders named after the labels ({', '.join(labels[:4])}...)")
+        raise UserError(f"{folder} has no photos ({', '.join(PHOTO_SUFFIXES)}), in class folders named after "
+                        f"the labels ({', '.join(labels[:4])}...) or loose")
+    return paths, ys
+
+
+def heldout_photos(manifest: dict, per_class: int, data: str | Path | None = None) -> tuple[list, list, str]:
+    """(paths, label indices or -1, folder) of held-out photos for a bundle (see heldout_folder)."""
+    source = (((manifest.get("source") or {}).get("metadata") or {}).get("data") or {}).get("source")
+    folder = heldout_folder(source, data)
+    paths, ys = list_photos(folder, list(manifest.get("labels") or []), per_class)
     return paths, ys, str(folder)
 
 
@@ -108,6 +147,23 @@ def mediapipe_scores(model_file: Path, images: list[np.ndarray], num_classes: in
     return np.asarray(answer["scores"], dtype=np.float32)
 
 
+def mediapipe_file_scores(model_file: Path, paths: list[Path], num_classes: int,
+                          work: Path) -> tuple[np.ndarray, list, list]:
+    """MediaPipe's ImageClassifier on the files, decoded by MediaPipe itself: (scores, NaN rows where a
+    file failed; the decoded RGB arrays; the per-file errors or None)."""
+    npz = work / "decoded.npz"
+    try:
+        answer = mediapipe_env.run("classify_files", {"model": str(model_file), "files": [str(p) for p in paths],
+                                                      "num_classes": num_classes, "pixels": str(npz)})
+        with np.load(npz, allow_pickle=False) as decoded:
+            pixels = [decoded[f"img{i}"] for i in range(len(paths))]
+    finally:
+        npz.unlink(missing_ok=True)
+    scores = np.array([row if row is not None else [np.nan] * num_classes for row in answer["scores"]],
+                      dtype=np.float32)
+    return scores, pixels, answer["errors"]
+
+
 def edgekit_probs(bundle: Path, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities, preprocessed inputs) from edgekit's runtime on the raw photos."""
     from edgekit import runtime
@@ -118,10 +174,10 @@ def edgekit_probs(bundle: Path, images: list[np.ndarray]) -> tuple[np.ndarray, n
 
 
 def other_kernels_probs(bundle: Path, x: np.ndarray) -> np.ndarray:
-    """The same bundle and inputs through LiteRT's builtin kernels instead of XNNPACK: the disagreement
-    between two correct int8 implementations, against which MediaPipe's is judged. Measured on the
-    briefly trained CIFAR model (40% accurate): LiteRT XNNPACK vs builtin kernels agreed on 90.5% of
-    photos, builtin vs reference kernels on 85.5%, MediaPipe vs edgekit on 90.5%; fp32 on 100%."""
+    """The same bundle and inputs through LiteRT's builtin kernels instead of XNNPACK: how far two
+    correct integer kernel sets disagree on this model (MediaPipe's LiteRT build is a third). Measured on
+    the briefly trained CIFAR model (40% accurate, 1000 photos, 2026-12): int8 XNNPACK vs builtin 93.4%,
+    MediaPipe vs either 91.1-91.2%; fp32, fp16 and int16x8 100%."""
     from edgekit import runtime
 
     with runtime.load(bundle, xnnpack=False) as model:
@@ -151,20 +207,53 @@ def keras_probs(model, x: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict(x, batch_size=64, verbose=0), dtype=np.float32)
 
 
+def _accuracy(probs: np.ndarray, y: np.ndarray) -> float | None:
+    """Accuracy on the labelled photos (label -1: a photo from a folder without class folders)."""
+    known = y >= 0
+    return float(np.mean(probs[known].argmax(1) == y[known])) if known.any() else None
+
+
 def _compare(mp: np.ndarray, ek: np.ndarray, keras: np.ndarray | None, y: np.ndarray,
              other_kernels: np.ndarray | None = None) -> dict:
     out = {"images": int(len(y)),
            "agreement_other_kernels": (None if other_kernels is None else
                                        float(np.mean(other_kernels.argmax(1) == ek.argmax(1)))),
-           "mediapipe_accuracy": float(np.mean(mp.argmax(1) == y)),
-           "edgekit_accuracy": float(np.mean(ek.argmax(1) == y)),
+           "mediapipe_accuracy": _accuracy(mp, y),
+           "edgekit_accuracy": _accuracy(ek, y),
            "agreement_edgekit": float(np.mean(mp.argmax(1) == ek.argmax(1))),
            "max_abs_error_edgekit": float(np.max(np.abs(mp - ek))),
            "keras_accuracy": None, "agreement_keras": None}
     if keras is not None:
-        out.update(keras_accuracy=float(np.mean(keras.argmax(1) == y)),
+        out.update(keras_accuracy=_accuracy(keras, y),
                    agreement_keras=float(np.mean(mp.argmax(1) == keras.argmax(1))))
     return out
+
+
+def pixel_difference(decoded: list[np.ndarray], reference: list[np.ndarray]) -> dict:
+    """How far two decoders' pixels are apart, in levels of 0..255, over the photos decoded to the same
+    shape (EXIF orientation and the runtime's reduced decoding of large photos change the shape)."""
+    same = [(a, b) for a, b in zip(decoded, reference) if a.shape == b.shape and a.size]
+    if not same:
+        return {"photos_compared": 0, "photos_other_shape": len(decoded), "max_levels": None,
+                "mean_levels": None, "share_differing": None}
+    diff = np.concatenate([np.abs(a.astype(np.int16) - b.astype(np.int16)).ravel() for a, b in same])
+    return {"photos_compared": len(same), "photos_other_shape": len(decoded) - len(same),
+            "max_levels": int(diff.max()), "mean_levels": float(diff.mean()),
+            "share_differing": float(np.mean(diff > 0))}
+
+
+def _file_decoded(mp: np.ndarray, pixels: list, errors: list, originals: list, ek: np.ndarray,
+                  y: np.ndarray) -> dict:
+    """MediaPipe on the files it decoded itself vs edgekit's runtime on the files Pillow decoded."""
+    ok = ~np.isnan(mp).any(axis=1)
+    failed = [e for e in errors if e]
+    return {"decoder": "MediaPipe's own (mp.Image.create_from_file: stb_image)", "photos": int(ok.sum()),
+            "failed": len(failed), "first_error": failed[0] if failed else None,
+            "agreement_edgekit": float(np.mean(mp[ok].argmax(1) == ek[ok].argmax(1))) if ok.any() else None,
+            "mediapipe_accuracy": _accuracy(mp[ok], y[ok]) if ok.any() else None,
+            "edgekit_accuracy": _accuracy(ek, y),
+            "pixel_difference": pixel_difference([p for p, good in zip(pixels, ok) if good],
+                                                 [o for o, good in zip(originals, ok) if good])}
 
 
 # --- the check ------------------------------------------------------------------------------------
@@ -196,14 +285,19 @@ def check_bundle(bundle: Path, manifest: dict, per_class: int, data=None, with_k
                   keras_model=str(model_dir) if model_dir else None, sizes={})
     keras = keras_model(model_dir) if model_dir else None
     integer = manifest.get("variant") in ("int8", "int16x8")  # kernel rounding matters for these
+    model_file = bundle / manifest["model_file"]
+    num_classes = len(manifest["labels"])
     all_mp, all_ek, all_keras, all_other, all_y = [], [], [], [], []
     with tempfile.TemporaryDirectory(prefix="edgekit-phone-") as tmp:
-        for name, images in photo_sets(paths).items():
-            mp = mediapipe_scores(bundle / manifest["model_file"], images, len(manifest["labels"]), Path(tmp))
+        sets = photo_sets(paths)
+        for name, images in sets.items():
+            mp = mediapipe_scores(model_file, images, num_classes, Path(tmp))
             ek, x = edgekit_probs(bundle, images)
             reference = keras_probs(keras, x) if keras is not None else None
             other = other_kernels_probs(bundle, x) if integer else None
             result["sizes"][name] = _compare(mp, ek, reference, y, other)
+            if name == "original":
+                ek_original = ek
             all_mp.append(mp)
             all_ek.append(ek)
             all_y.append(y)
@@ -211,19 +305,42 @@ def check_bundle(bundle: Path, manifest: dict, per_class: int, data=None, with_k
                 all_keras.append(reference)
             if other is not None:
                 all_other.append(other)
+        files, pixels, errors = mediapipe_file_scores(model_file, paths, num_classes, Path(tmp))
     result["overall"] = _compare(np.concatenate(all_mp), np.concatenate(all_ek),
                                  np.concatenate(all_keras) if all_keras else None, np.concatenate(all_y),
                                  np.concatenate(all_other) if all_other else None)
+    result["file_decoded"] = _file_decoded(files, pixels, errors, sets["original"], ek_original, y)
     result["min_agreement"] = MIN_AGREEMENT
-    result["passed"] = result["overall"]["agreement_edgekit"] >= MIN_AGREEMENT
+    result.update(agreement_same_pixels=result["overall"]["agreement_edgekit"],
+                  agreement_file_decoded=result["file_decoded"]["agreement_edgekit"])
+    result.update(_verdict(result["overall"], result["file_decoded"]))
     result["status"] = "pass" if result["passed"] else "fail"
-    floor = result["overall"]["agreement_other_kernels"]
-    if not result["passed"] and floor is not None and floor < MIN_AGREEMENT:
-        # Not the phone's pipeline: this integer model's decisions move with any change of kernels.
-        result["reason"] = (f"int8 rounding, not preprocessing: edgekit's own two LiteRT kernel sets agree "
-                            f"on only {_pct(floor)} of these photos; ship a float bundle to phones, or "
-                            "train a more decisive model")
     return result
+
+
+def _verdict(overall: dict, file_decoded: dict) -> dict:
+    """passed, failure ("pipeline" / "int8 kernels" / None), reason, decoder_sensitive, decoder_note."""
+    same, kernels = overall["agreement_edgekit"], overall["agreement_other_kernels"]
+    files = file_decoded["agreement_edgekit"]
+    out = {"passed": same >= MIN_AGREEMENT, "failure": None, "decoder_sensitive": False}
+    if same < MIN_AGREEMENT:
+        if kernels is not None and kernels < MIN_AGREEMENT:
+            # Not the phone's pipeline: this integer model's labels move with any change of kernels.
+            out.update(failure="int8 kernels", reason=(
+                f"int8 kernels, not the phone pipeline: on the same pixels MediaPipe's LiteRT build agrees "
+                f"with edgekit on {_pct(same)}, and edgekit's own XNNPACK and builtin kernels on only "
+                f"{_pct(kernels)}; ship a float bundle to phones, or train a more decisive model"))
+        else:
+            out.update(failure="pipeline", reason=(
+                f"the phone pipeline (metadata, resize, normalisation, MediaPipe's kernels) gives other labels "
+                f"on the same pixels: {_pct(same)} agreement"
+                + (f", while edgekit's own two kernel sets agree on {_pct(kernels)}" if kernels is not None else "")))
+    if files is not None and files < MIN_AGREEMENT:
+        difference = file_decoded["pixel_difference"]
+        out.update(decoder_sensitive=True, decoder_note=(
+            f"decoder-sensitive: with MediaPipe decoding the files itself (pixels up to "
+            f"{difference['max_levels']} levels from Pillow's) {_pct(1 - files)} of the labels change"))
+    return out
 
 
 def check(name: str, bundles: list[str], per_class: int = DEFAULT_PER_CLASS, data=None,
@@ -236,6 +353,8 @@ def check(name: str, bundles: list[str], per_class: int = DEFAULT_PER_CLASS, dat
     profile = profiles.load(name)
     items = [read_bundle(b) for b in bundles]
     results = []
+    if data is not None and not Path(data).is_dir():  # one line before any MediaPipe work
+        heldout_folder(None, data)
     for bundle, manifest in items:
         t0 = time.perf_counter()
         log(f"  running {bundle.name} through MediaPipe {mediapipe_env.MEDIAPIPE_VERSION} ImageClassifier")
@@ -264,15 +383,21 @@ def format_result(r: dict) -> str:
         return f"SKIP  {r['bundle']}: {r['reason']}"
     if "overall" not in r:
         return f"{'ERROR' if r['status'] == 'error' else 'FAIL'} {r['bundle']}: {r['error']}"
-    o = r["overall"]
-    lines = [f"{r['status'].upper():5} {r['bundle']}: MediaPipe agrees with edgekit on "
+    o, f = r["overall"], r["file_decoded"]
+    lines = [f"{r['status'].upper():5} {r['bundle']}: same pixels: MediaPipe agrees with edgekit on "
              f"{_pct(o['agreement_edgekit'])} of {o['images']} photos (need {_pct(r['min_agreement'])}), "
-             f"with Keras on {_pct(o['agreement_keras'])}; resize {r['resize']}"]
+             f"with Keras on {_pct(o['agreement_keras'])}; resize {r['resize']}",
+             f"        MediaPipe decoding the files: {_pct(f['agreement_edgekit'])} of {f['photos']} photos "
+             f"(its decoder vs Pillow: max {f['pixel_difference']['max_levels']} levels, mean "
+             f"{_levels(f['pixel_difference']['mean_levels'])})" + (f"; {f['failed']} files failed: "
+                                                                   f"{f['first_error']}" if f["failed"] else "")]
     if o.get("agreement_other_kernels") is not None:
         lines.append(f"        LiteRT XNNPACK vs builtin kernels on the same inputs: "
-                     f"{_pct(o['agreement_other_kernels'])} (int8 rounding alone)")
+                     f"{_pct(o['agreement_other_kernels'])} (integer kernel rounding alone)")
     if r.get("reason"):
-        lines.append(f"        why: {r['reason']}")
+        lines.append(f"        why ({r['failure']}): {r['reason']}")
+    if r.get("decoder_sensitive"):
+        lines.append(f"        warning: {r['decoder_note']}")
     for size, s in r["sizes"].items():
         lines.append(f"        {size:>9}: accuracy MediaPipe {_pct(s['mediapipe_accuracy'])}, edgekit "
                      f"{_pct(s['edgekit_accuracy'])}, Keras {_pct(s['keras_accuracy'])}; agreement edgekit "
@@ -280,15 +405,33 @@ def format_result(r: dict) -> str:
     return "\n".join(lines)
 
 
+def check_lines(summary: dict) -> list[str]:
+    """One short line per checked bundle, for verify's report: the verdict and both figures."""
+    lines = []
+    for r in summary.get("results") or []:
+        if r.get("status") == "skipped" or "overall" not in r:
+            continue
+        verdict = "PASS" if r["passed"] else f"FAIL ({r.get('failure')})"
+        note = "; decoder-sensitive" if r.get("decoder_sensitive") else ""
+        lines.append(f"{summary['device']} phone check {r['bundle']}: {verdict}: MediaPipe = edgekit on the same "
+                     f"pixels {_pct(r['agreement_same_pixels'])}, MediaPipe decoding the files "
+                     f"{_pct(r['agreement_file_decoded'])}{note}")
+    return lines
+
+
+def _levels(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def run(args) -> int:
     """`edgekit devices check PHONE BUNDLE...` (--samples = photos per class)."""
-    summary = check(args.name, args.bundles, per_class=args.samples)
+    summary = check(args.name, args.bundles, per_class=args.samples, data=getattr(args, "data", None))
     print(f"devices check {summary['device']} ({summary['title']}): {summary['pipeline']}")
     for r in summary["results"]:
         print("  " + format_result(r))
     verdict = "PASS" if summary["passed"] else "FAIL"
     print(f"{verdict}: {sum(1 for r in summary['results'] if r['passed'])}/{summary['checked']} bundles "
-          f"agree with edgekit on a phone's pipeline" +
+          f"agree with edgekit on a phone's pipeline (same pixels)" +
           (f", {summary['skipped']} skipped" if summary["skipped"] else ""))
     if getattr(args, "json_path", None):
         atomic_write_json(args.json_path, summary)

@@ -189,7 +189,11 @@ def _add_devices(sub) -> None:
     d.add_argument("name", metavar="NAME")
     d.add_argument("bundles", nargs="+", metavar="BUNDLE")
     d.add_argument("--golden", metavar="FILE", help="golden npz (default: computed on the host)")
-    d.add_argument("--samples", type=positive_int, default=8, help="inputs to compare (default 8)")
+    d.add_argument("--samples", type=positive_int, default=8, help="inputs to compare (default 8; a phone: "
+                                                                   "photos per class)")
+    d.add_argument("--data", metavar="FOLDER", help="a phone: held-out photos (class folders named after the "
+                                                    "labels, or any photos; default: test/ inside or beside "
+                                                    "the model's training folder)")
     d.add_argument("--json", dest="json_path", metavar="FILE")
     d = dsub.add_parser("estimate", help="ESTIMATE a bundle's latency and memory on a device (cost model)")
     d.add_argument("name", metavar="NAME")

@@ -10,6 +10,11 @@ Actions:
   read_metadata         {model} -> {"metadata": JSON of the metadata or null, "associated_files": [...]}
   classify_images       {model, images: NPZ of uint8 HxWx3 arrays img0..imgN-1, threads}: MediaPipe
                         Tasks' ImageClassifier on each image -> {"scores": [[score by class index]]}
+  classify_files        {model, files: [paths], num_classes, pixels: NPZ path or null}: the same, on
+                        image files that MediaPipe decodes itself (`mp.Image.create_from_file`, its own
+                        decoder) -> {"scores": [[...] or null], "errors": [message or null]}; with
+                        `pixels`, the decoded RGB arrays are written there as img0..imgN-1 (an empty
+                        array where a file could not be decoded), for comparison with other decoders
 """
 
 import json
@@ -66,8 +71,42 @@ def classify_images(request: dict) -> dict:
     return {"scores": scores}
 
 
+def classify_files(request: dict) -> dict:
+    import mediapipe as mp
+    import numpy as np
+    from mediapipe.tasks.python import vision
+    from mediapipe.tasks.python.core import base_options
+
+    options = vision.ImageClassifierOptions(
+        base_options=base_options.BaseOptions(model_asset_path=request["model"]), max_results=-1)
+    scores, errors, pixels = [], [], {}
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        for i, path in enumerate(request["files"]):
+            try:
+                image = mp.Image.create_from_file(path)
+                result = classifier.classify(image)
+            except Exception as exc:  # one unreadable file is that file's result, not the batch's
+                lines = [line for line in str(exc).splitlines() if line.strip()]
+                scores.append(None)
+                errors.append(f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300])
+                pixels[f"img{i}"] = np.zeros((0, 0, 3), np.uint8)
+                continue
+            row = [0.0] * request["num_classes"]
+            for category in result.classifications[0].categories:
+                row[category.index] = float(category.score)
+            scores.append(row)
+            errors.append(None)
+            view = np.asarray(image.numpy_view())
+            if view.ndim == 2:
+                view = np.repeat(view[..., None], 3, axis=-1)
+            pixels[f"img{i}"] = np.ascontiguousarray(view[..., :3], dtype=np.uint8)
+    if request.get("pixels"):
+        np.savez(request["pixels"], **pixels)
+    return {"scores": scores, "errors": errors}
+
+
 ACTIONS = {"write_image_metadata": write_image_metadata, "read_metadata": read_metadata,
-           "classify_images": classify_images}
+           "classify_images": classify_images, "classify_files": classify_files}
 
 
 MARKER = "EDGEKIT-RESULT "   # edgekit/runtime/child.py

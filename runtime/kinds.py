@@ -12,7 +12,8 @@ nothing else branches on a task's name:
 - `mediapipe_task(metadata, input_spec)`: the MediaPipe Tasks task that can run it, or why none can;
 - `heads(manifest)` / `postprocess(model, outputs)`: the output heads (runtime/heads.py) and what
   `EdgeModel.predict` returns;
-- `per_frame` (outputs judged per frame and per utterance) and `streams` (`listen` applies).
+- `per_frame` (outputs judged per frame and per utterance), `streams` (`listen` applies) and `photos`
+  (raw inputs are photo files: verify measures how a second JPEG decoder changes its labels).
 
 `kind_of(task)` finds a kind; a bundle without a task (a bare .tflite/.onnx file) is a tensor model.
 Adding a kind is one class here plus one entry in KINDS (and its training side in edgekit/train).
@@ -48,6 +49,7 @@ class ModelKind:
     name = ""
     per_frame = False
     streams = False                 # `listen` runs it on a stream
+    photos = False                  # its raw inputs are photo files (JPEG decoder sensitivity applies)
     outside_models = True           # a user's own model can be tagged with it (`export --task`)
     upload_wanted = 'JSON ({"instances": [...]}, Content-Type: application/json)'
 
@@ -169,6 +171,7 @@ IMAGE_TYPES = {"image/jpeg", "image/jpg", "image/png", "image/bmp", "image/gif",
 
 class ImageKind(ModelKind):
     name = "image"
+    photos = True
     upload_wanted = "a photo (Content-Type: image/jpeg or image/png)"
     # `--preprocess` presets for an outside image model: what keras.applications' preprocess_input
     # does for each family, as the image preprocessor's (x[..., order] - mean) / std.

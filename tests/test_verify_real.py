@@ -82,3 +82,20 @@ def test_real_model_report_has_layers_and_plots(task, results):
     assert "http://" not in page and "https://" not in page
     assert len(re.findall(r'src="data:image/png;base64,', page)) >= 2
     assert f"## {task}:" in markdown_report([result])
+
+
+def test_image_report_has_the_decoder_sensitivity_figure(results):
+    """Issue 25: verify labels the model's held-out photos (cifar10_small/test, from edgekit.json) decoded
+    by Pillow and by libjpeg-turbo's IFAST IDCT, per bundle, in the JSON and the reports."""
+    result = results("image")
+    figure = result["decoder_sensitivity"]
+    assert figure["photo_source"].endswith("test") and figure["photos"] == 200, figure
+    assert 1 <= figure["pixel_difference"]["max_levels"] <= 8, figure
+    reference = figure["reference"]
+    for entry in result["artifacts"]:
+        flips = entry["decoder_sensitivity"]
+        assert flips["photos"] == 200 and 0 <= flips["changed"] <= 200
+        if entry["variant"] == "fp32":  # the same float graph as Keras: the same labels on both decodes
+            assert flips["changed"] == reference["changed"], (entry["bundle"], flips, reference)
+    assert "JPEG decoder sensitivity (not a gate)" in markdown_report([result])
+    assert "JPEG decoder sensitivity" in html_report([result])

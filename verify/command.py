@@ -6,6 +6,8 @@ Exit 0 when every bundle passes its gate, 1 when any fails (the summary says whi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from edgekit.core import UserError, atomic_write_json, atomic_write_text, log
 from edgekit.verify.gates import parse_overrides
 from edgekit.verify.report import html_report, markdown_report, summary_lines
@@ -42,7 +44,8 @@ def run(args) -> int:
     if devices:
         from edgekit.verify.recommend import recommend
 
-        recommend(result, devices)
+        photos = args.data if args.data and Path(args.data).is_dir() else None  # the phone check's photos
+        recommend(result, devices, data=photos)
     write_outputs([result], json_path=args.json_path, html_path=args.html, markdown_path=args.markdown,
                   title=f"edgekit verify: {result['task']}")
     for line in summary_lines(result):

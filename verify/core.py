@@ -82,6 +82,11 @@ def verify_with_keras(model_dir: str | Path, artifacts: str | Path, *, data: str
         entries.extend(fix_failures(entries, context))
     else:
         _suggest_fixes(entries)
+    if task.photos:  # labels on photos decoded by a second JPEG decoder (verify/decoders.py)
+        from edgekit.verify.decoders import add_decoder_sensitivity
+
+        add_decoder_sensitivity(result, entries, metadata, data, lambda x: reference_outputs(model, x),
+                                task.preprocessing, load)
     return _finish(result, entries, start)
 
 
@@ -103,6 +108,8 @@ def verify_with_golden(golden_path: str | Path, artifacts: str | Path, *,
     for entry in entries:
         if _debugged(entry):
             entry["layers"] = {"skipped": "per-layer error needs the Keras model (not with --golden)"}
+    if task.photos:
+        result["decoder_sensitivity"] = {"skipped": "needs photo files; a golden file holds model inputs"}
     return _finish(result, entries, start)
 
 

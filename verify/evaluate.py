@@ -51,8 +51,15 @@ class Task:
 
     @property
     def per_frame(self) -> bool:
+        return self._kind_says("per_frame")
+
+    @property
+    def photos(self) -> bool:
+        return self._kind_says("photos")
+
+    def _kind_says(self, attribute: str) -> bool:
         try:
-            return kind_of(self.name).per_frame
+            return bool(getattr(kind_of(self.name), attribute))
         except EdgekitError:
             return False
 

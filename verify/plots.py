@@ -9,7 +9,7 @@ import io
 MAX_LAYER_ROWS = 12
 
 
-def _png(fig) -> str:
+def to_png(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -18,7 +18,7 @@ def _png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,7 +31,7 @@ def accuracy_vs_size_png(result: dict) -> str | None:
     rows = [e for e in result["artifacts"] if e.get("accuracy") is not None and e.get("size_bytes")]
     if not rows:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.6, 3.6))
     # Points of near-equal size and accuracy sit on top of each other, so text beside them would
     # overlap: each bundle gets its own marker, named in a legend outside the axes.
@@ -49,14 +49,14 @@ def accuracy_vs_size_png(result: dict) -> str | None:
     ax.set_xlabel("file size (KiB, log scale)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{result['task']}: accuracy vs size (green pass, red fail)", fontsize=10)
-    return _png(fig)
+    return to_png(fig)
 
 
 def latency_png(result: dict) -> str | None:
     rows = [e for e in result["artifacts"] if e.get("latency_ms") is not None]
     if not rows:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 0.35 * len(rows) + 1.2))
     names = [e["bundle"] for e in rows]
     ax.barh(names, [e["latency_ms"] for e in rows],
@@ -64,7 +64,7 @@ def latency_png(result: dict) -> str | None:
     ax.invert_yaxis()
     ax.set_xlabel("median latency per sample (ms, this host)")
     ax.set_title(f"{result['task']}: latency per variant", fontsize=10)
-    return _png(fig)
+    return to_png(fig)
 
 
 def layer_error_png(entry: dict) -> str | None:
@@ -74,7 +74,7 @@ def layer_error_png(entry: dict) -> str | None:
     rows = [r for r in layers.get("tensors") or [] if r.get(metric) is not None][:MAX_LAYER_ROWS]
     if not rows:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 0.35 * len(rows) + 1.2))
     labels = [f"{r['op']} {_short(r['tensor'])}".strip() for r in rows]
     ax.barh(labels, [r[metric] for r in rows],
@@ -89,9 +89,16 @@ def layer_error_png(entry: dict) -> str | None:
     ax.invert_yaxis()
     ax.tick_params(axis="y", labelsize=7)
     ax.set_title(f"{entry['bundle']}: per-layer int8 error (worst first)", fontsize=10)
-    return _png(fig)
+    return to_png(fig)
 
 
 def _short(name: str, width: int = 40) -> str:
     name = name.split(";")[0]
     return name if len(name) <= width else "..." + name[-(width - 3):]
+
+
+def img_tag(png: str | None, alt: str) -> str:
+    """An <img> with the PNG inline (the page stays one self-contained file), or nothing."""
+    import html
+
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{png}">' if png else ""

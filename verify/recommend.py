@@ -50,21 +50,23 @@ def _candidate(entry: dict, profile: dict, work_cache: dict) -> dict:
     return row
 
 
-def _phone_check(result: dict, profile: dict, candidates: list[dict]) -> dict | None:
+def _phone_check(result: dict, profile: dict, candidates: list[dict], data=None) -> dict | None:
     """On a phone, apps run a bundle through MediaPipe Tasks: the image bundles still in the running go
-    through it on held-out photos (edgekit.devices.phone), and one that disagrees with edgekit's runtime
-    is excluded. Other kinds are skipped by the check itself, with the reason."""
+    through it on held-out photos (edgekit.devices.phone; `data`: verify's --data photo folder), and one
+    that disagrees with edgekit's runtime on the same pixels is excluded, with the failure named
+    (pipeline or int8 kernels). Other kinds are skipped by the check itself, with the reason."""
     paths = [e["path"] for e, c in zip(result["artifacts"], candidates, strict=True)
              if "excluded" not in c and _phone_apps_run(e.get("format"))]
     if not paths:
         return None
-    check = phone.check(profile["name"], paths, with_keras=False)
+    check = phone.check(profile["name"], paths, with_keras=False, data=data)
     verdicts = {r["bundle"]: r for r in check["results"] if r.get("status") != "skipped"}
     for c in candidates:
         r = verdicts.get(c["bundle"])
         if r is not None and not r.get("passed") and "excluded" not in c:
             agreement = (r.get("overall") or {}).get("agreement_edgekit")
-            why = r.get("error") or f"agrees with edgekit's runtime on {100 * (agreement or 0):.1f}% of photos"
+            why = r.get("error") or (f"{r.get('failure') or 'disagrees'}: agrees with edgekit's runtime on "
+                                     f"{100 * (agreement or 0):.1f}% of photos given the same pixels")
             c["excluded"] = f"fails the MediaPipe Tasks phone check ({why})"
     return check
 
@@ -98,13 +100,14 @@ def choose(candidates: list[dict]) -> tuple[dict | None, str]:
     return best, reason
 
 
-def recommend(result: dict, devices: list[str]) -> dict:
-    """Add `devices` to a verification result (see the module docstring); returns that mapping."""
+def recommend(result: dict, devices: list[str], data=None) -> dict:
+    """Add `devices` to a verification result (see the module docstring); returns that mapping.
+    `data`: a folder of photos for the phone check (default: the model's held-out photos)."""
     work_cache: dict = {}
     out = result.setdefault("devices", {})
     for profile in check_devices(devices):
         candidates = [_candidate(e, profile, work_cache) for e in result["artifacts"]]
-        phone_check = _phone_check(result, profile, candidates) if phone.is_phone(profile) else None
+        phone_check = _phone_check(result, profile, candidates, data) if phone.is_phone(profile) else None
         best, reason = choose(candidates)
         out[profile["name"]] = {"recommended": best["bundle"] if best else None, "reason": reason,
                                 "estimate": True, "threads": profile["default_threads"],

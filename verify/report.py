@@ -10,7 +10,8 @@ import html
 import math
 
 from edgekit.core import format_bytes
-from edgekit.verify.plots import MAX_LAYER_ROWS, accuracy_vs_size_png, latency_png, layer_error_png
+from edgekit.verify import decoders
+from edgekit.verify.plots import MAX_LAYER_ROWS, accuracy_vs_size_png, img_tag, latency_png, layer_error_png
 
 # Formatting -----------------------------------------------------------------------------------------
 
@@ -48,6 +49,7 @@ def summary_lines(result: dict) -> list[str]:
     verdict = "PASS" if result["passed"] else "FAIL"
     lines.append(f"{verdict}: {result['task']} model, {len(result['artifacts'])} bundles, "
                  f"{result['samples']} samples" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    lines += decoders.summary_lines(result)
     lines += device_lines(result)
     lines += [f"warning: {w}" for w in result.get("warnings", [])]
     return lines
@@ -55,8 +57,17 @@ def summary_lines(result: dict) -> list[str]:
 
 def device_lines(result: dict) -> list[str]:
     """One line per --device: the bundle to ship there and why (latencies are estimates)."""
-    return [f"{name}: ship {d['recommended'] or 'nothing'} (estimate: {d['reason']})"
-            for name, d in (result.get("devices") or {}).items()]
+    lines = []
+    for name, d in (result.get("devices") or {}).items():
+        lines.append(f"{name}: ship {d['recommended'] or 'nothing'} (estimate: {d['reason']})")
+        lines += _phone_lines(d)
+    return lines
+
+
+def _phone_lines(device: dict) -> list[str]:
+    from edgekit.devices.phone import check_lines
+
+    return check_lines(device.get("phone_check") or {})
 
 
 def device_estimate_rows(result: dict) -> tuple[list[str], list[list[str]]]:
@@ -133,6 +144,7 @@ def markdown_section(result: dict, level: int = 2) -> str:
                         f"(x{cost['size_ratio']:.2f}), latency {cost['latency_ms']:+.3f} ms."]
         elif entry.get("suggestion"):
             out += ["", f"{entry['bundle']}: {entry['suggestion']}."]
+    out += decoders.markdown_lines(result)
     if result.get("devices"):
         header, rows = device_estimate_rows(result)
         out += ["", "Device latency: ESTIMATES from a cost model calibrated on published figures "
@@ -141,6 +153,7 @@ def markdown_section(result: dict, level: int = 2) -> str:
         out += ["| " + " | ".join(r) + " |" for r in rows]
         out += [""] + [f"- **{name}**: ship **{d['recommended'] or 'nothing'}**: {d['reason']}"
                        for name, d in result["devices"].items()]
+        out += [f"- {line}" for d in result["devices"].values() for line in _phone_lines(d)]
     if result.get("warnings"):
         out += [""] + [f"> warning: {w}" for w in result["warnings"]]
     return "\n".join(out) + "\n"
@@ -159,10 +172,6 @@ table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px soli
 th{background:#f3f3f3}td.num{text-align:right}.pass{color:#186a1f;font-weight:bold}
 .fail{color:#b00020;font-weight:bold}.warn{background:#fff4d6;padding:6px 10px;border-left:4px solid #e0a000}
 code{font-size:12px}img{max-width:100%}"""
-
-
-def _img(png: str | None, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{png}">' if png else ""
 
 
 def _html_row(entry: dict) -> str:
@@ -185,6 +194,7 @@ def html_section(result: dict) -> str:
                  "<th>agreement</th><th>max abs error</th><th>cosine</th><th>SNR (dB)</th>"
                  "<th>latency (ms)</th><th>gate</th><th>reasons</th></tr>"
                  + "".join(_html_row(e) for e in result["artifacts"]) + "</table>")
+    parts += decoders.html_parts(result)
     if result.get("devices"):
         header, rows = device_estimate_rows(result)
         parts.append("<h3>Device latency (ESTIMATES)</h3><p>Estimated from a cost model calibrated on "
@@ -195,14 +205,16 @@ def html_section(result: dict) -> str:
                              for i, c in enumerate(r)) + "</tr>" for r in rows) + "</table>")
         parts.append("<ul>" + "".join(
             f"<li><b>{html.escape(name)}</b>: ship <b>{html.escape(d['recommended'] or 'nothing')}</b>: "
-            f"{html.escape(d['reason'])}</li>" for name, d in result["devices"].items()) + "</ul>")
-    parts.append(_img(accuracy_vs_size_png(result), f"{result['task']} accuracy vs size"))
-    parts.append(_img(latency_png(result), f"{result['task']} latency per variant"))
+            f"{html.escape(d['reason'])}</li>" for name, d in result["devices"].items())
+            + "".join(f"<li>{html.escape(line)}</li>" for d in result["devices"].values()
+                      for line in _phone_lines(d)) + "</ul>")
+    parts.append(img_tag(accuracy_vs_size_png(result), f"{result['task']} accuracy vs size"))
+    parts.append(img_tag(latency_png(result), f"{result['task']} latency per variant"))
     for entry in result["artifacts"]:
         table = entry.get("layers") or {}
         if table.get("tensors"):
             parts.append(f"<h3>Per-layer int8 error: {html.escape(entry['bundle'])}</h3>")
-            parts.append(_img(layer_error_png(entry), f"{entry['bundle']} per-layer error"))
+            parts.append(img_tag(layer_error_png(entry), f"{entry['bundle']} per-layer error"))
             parts.append("<table><tr><th>tensor</th><th>op</th><th>RMSE/scale</th><th>SNR (dB)</th>"
                          "<th>max abs error</th></tr>" + "".join(
                              f"<tr><td><code>{html.escape(r['tensor'])}</code></td><td>{html.escape(r['op'])}</td>"

@@ -94,7 +94,8 @@ BACKGROUND = (255, 255, 255)
 DECODE_MIN_SIDE = 512
 
 
-def _reduction(width: int, height: int) -> int:
+def decode_reduction(width: int, height: int) -> int:
+    """The power-of-two reduction large photos are decoded at (see the rules above)."""
     factor = 1
     while min(width, height) // (factor * 2) >= DECODE_MIN_SIDE:
         factor *= 2
@@ -116,11 +117,11 @@ def decode_image(img) -> np.ndarray:
     """An open PIL image -> uint8 [H, W, 3] (see the rules above)."""
     from PIL import ImageOps
 
-    factor = _reduction(*img.size)
+    factor = decode_reduction(*img.size)
     if factor > 1 and img.format == "JPEG":
         img.draft(img.mode, (-(-img.size[0] // factor), -(-img.size[1] // factor)))
     img = ImageOps.exif_transpose(img)
-    factor = _reduction(*img.size)
+    factor = decode_reduction(*img.size)
     if factor > 1:
         img = img.reduce(factor)
     if img.mode.startswith("I") or img.mode == "F":  # 16-bit greyscale PNG/TIFF: 0..65535 -> 0..255
