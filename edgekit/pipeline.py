@@ -26,10 +26,11 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from edgekit.core import UserError, atomic_write_text, log
+from edgekit.train import KINDS as TRAIN_KINDS
 
-DATA_LAYOUT = {"text": "sms_spam/sms_spam.tsv", "image": "cifar10_small", "speech": "fsdd"}
+DATA_LAYOUT = {name: kind.data_layout for name, kind in TRAIN_KINDS.items()}
 # Parallel runs start the longest task first (quick run: image 2-3 minutes, speech and text under one).
-TASK_COST_ORDER = ("image", "speech", "text")
+TASK_COST_ORDER = tuple(sorted(TRAIN_KINDS, key=lambda name: TRAIN_KINDS[name].cost_rank))
 LOWER_PRIORITY = 19  # nice value of the tasks that run beside the longest one: idle CPU only
 
 # --quick must finish within 3 minutes on 2 cores: fewer calibration samples (100 is export's floor for

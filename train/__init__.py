@@ -30,14 +30,17 @@ class TrainKind:
     name: str                     # the task name, as runtime/kinds.py's KINDS knows it
     module: str                   # check_options, load, fit
     options: tuple[str, ...]      # training options (train_model keywords) that apply
+    data_layout: str              # its dataset inside a data folder laid out like ../shared/data (pipeline)
+    cost_rank: int                # the pipeline starts the costliest first (measured: image, speech, text)
 
 
 KINDS: dict[str, TrainKind] = {kind.name: kind for kind in (
     TrainKind("text", "edgekit.train.text",
-              ("text_column", "label_column", "batch_size", "max_samples", "arch")),
+              ("text_column", "label_column", "batch_size", "max_samples", "arch"), "sms_spam/sms_spam.tsv", 2),
     TrainKind("image", "edgekit.train.image",
-              ("backbone", "weights", "input_size", "fine_tune_epochs", "batch_size", "max_samples")),
-    TrainKind("speech", "edgekit.train.speech", ("features", "batch_size", "max_samples", "arch")),
+              ("backbone", "weights", "input_size", "fine_tune_epochs", "batch_size", "max_samples"),
+              "cifar10_small", 0),
+    TrainKind("speech", "edgekit.train.speech", ("features", "batch_size", "max_samples", "arch"), "fsdd", 1),
 )}
 TASKS = tuple(KINDS)
 OPTIONS = tuple(dict.fromkeys(option for kind in KINDS.values() for option in kind.options))
