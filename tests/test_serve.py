@@ -31,9 +31,12 @@ import pytest
 from edgekit.runtime.backends.base import TensorInfo
 from edgekit.runtime.errors import EdgekitError, ModelFileError
 from edgekit.runtime.serve import inputs as serve_inputs
+from edgekit.runtime.serve.app import App
+from edgekit.runtime.serve.auth import check_host, read_token, token_matches
+from edgekit.runtime.serve.httpd import EdgekitHTTPServer
 from edgekit.runtime.serve.metrics import Metrics
+from edgekit.runtime.serve.options import ServeOptions
 from edgekit.runtime.serve.pool import ModelPool
-from edgekit.runtime.serve.server import App, EdgekitHTTPServer, ServeOptions, check_host, read_token, token_matches
 
 TOKEN = "test-token-0123456789abcdef"
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,7 +171,7 @@ class _StandIn:
 @pytest.fixture
 def standin_server():
     options = ServeOptions(port=0, timeout=2.0)
-    app = App({"standin": ModelPool("standin", "standin", 2, _StandIn)}, options)
+    app = App({"standin": {"1": ModelPool("standin", "standin", 2, _StandIn)}}, options)
     server = EdgekitHTTPServer(("127.0.0.1", 0), app)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

@@ -1,6 +1,7 @@
 """`python -m edgekit.runtime serve BUNDLE...` (and `edgekit serve`): an HTTP inference server for
-bundles, speaking TensorFlow Serving's REST API where it applies. Standard library + numpy + the
-backends only, so it installs wherever the `runtime` extra does (aarch64, armv7).
+bundles, speaking TensorFlow Serving's REST API (/v1) and the Open Inference Protocol (KServe's v2
+protocol, /v2) side by side. Standard library + numpy + the backends only, so it installs wherever
+the `runtime` extra does (aarch64, armv7).
 
     GET  /healthz                      {"status": "ok", "models": {...}}
     GET  /metrics                      Prometheus text: requests, errors, latency histogram per model
@@ -8,21 +9,29 @@ backends only, so it installs wherever the `runtime` extra does (aarch64, armv7)
     POST /v1/models/NAME:predict       {"instances": [...]} or {"inputs": ...} -> {"predictions": [...]}
     POST /v1/models/NAME:classify      raw photo / WAV / text body (by Content-Type), or JSON
                                        {"instances": [...]} -> labels with probabilities
+    GET  /v2, /v2/health/live|ready    server metadata, probes
+    GET  /v2/models/NAME[/versions/V][/ready]     model metadata (tensors), readiness
+    POST /v2/models/NAME[/versions/V]/infer       tensors by name (JSON or binary) -> outputs by name
 
-Modules: `server` (HTTP, auth, limits, draining), `pool` (several interpreters per bundle),
-`inputs` (request bodies -> model inputs), `metrics` (Prometheus counters and histograms).
-This module only declares the command-line flags, so building the CLI parser stays cheap.
+`server.serve` is the entry point; its docstring lists the modules. This module only declares the
+command-line flags, so building the CLI parser stays cheap.
 """
 
 from __future__ import annotations
 
 import argparse
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8500
-DEFAULT_MAX_BODY_BYTES = 10 << 20     # a phone photo fits; a 100 MB upload does not
-DEFAULT_MAX_BATCH = 64                # instances per request
-DEFAULT_TIMEOUT_S = 10.0              # to send a whole request (line, headers, body); keep-alive idle time
+from edgekit.runtime.backends import BACKENDS
+from edgekit.runtime.serve.options import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PORT,
+    DEFAULT_TIMEOUT_S,
+    ServeOptions,
+)
+
+BACKEND_CHOICES = ("auto", *BACKENDS)
 
 
 def _port(text: str) -> int:
@@ -45,31 +54,40 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """The `serve` flags, shared by `python -m edgekit.runtime serve` and `edgekit serve`."""
-    from edgekit.runtime.cli import BACKEND_CHOICES, positive_int
-
-    parser.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundle folders; each is served under "
-                                                                    "its folder's name")
+    parser.add_argument("bundles", nargs="+", metavar="BUNDLE",
+                        help="bundle folders, each served under its folder's name; a folder of numbered "
+                             "bundle folders (NAME/1, NAME/2) is one model with those versions")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help=f"address to listen on (default {DEFAULT_HOST}; any other needs --token-file)")
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}; 0 picks a free one")
-    parser.add_argument("--threads", type=positive_int,
+    parser.add_argument("--threads", type=_positive_int,
                         help="requests run in parallel per bundle: that many single-threaded interpreters "
                              "(or sessions) per bundle (default: CPU cores, at most 4)")
     parser.add_argument("--token-file", metavar="FILE",
                         help="file holding the bearer token clients must send (Authorization: Bearer TOKEN)")
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
-    parser.add_argument("--max-body-bytes", type=positive_int, default=DEFAULT_MAX_BODY_BYTES,
+    parser.add_argument("--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES,
                         help=f"largest request body accepted (default {DEFAULT_MAX_BODY_BYTES})")
-    parser.add_argument("--max-batch", type=positive_int, default=DEFAULT_MAX_BATCH,
+    parser.add_argument("--max-batch", type=_positive_int, default=DEFAULT_MAX_BATCH,
                         help=f"most instances in one request (default {DEFAULT_MAX_BATCH})")
     parser.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S,
                         help=f"seconds a client has to send a whole request (default {DEFAULT_TIMEOUT_S:g})")
 
 
 def serve_command(args) -> int:
-    from edgekit.runtime.serve.server import ServeOptions, serve
+    from edgekit.runtime.serve.server import serve
 
     options = ServeOptions(host=args.host, port=args.port, threads=args.threads, token_file=args.token_file,
                            backend=None if args.backend in (None, "auto") else args.backend,

@@ -141,6 +141,22 @@ def classify_inputs(model, content_type: str | None, body: bytes, max_batch: int
     raise HTTPError(415, f"Content-Type {mime or '(none)'!r} is not accepted here; this model takes {wants}")
 
 
+def raw_inputs(model, items: list[bytes]) -> list:
+    """The BYTES elements of an Open Inference Protocol request (one raw input each) -> what
+    `EdgeModel.preprocess` takes, decoded as for :classify: UTF-8 texts, photos, WAV files."""
+    kind = (model.bundle.preprocessing or {}).get("type")
+    if kind == "text":
+        try:
+            return [item.decode("utf-8") for item in items]
+        except UnicodeDecodeError:
+            raise HTTPError(400, "a BYTES text element is not UTF-8") from None
+    if kind == "image":
+        return [decode_image(item, "") for item in items]
+    if kind == "speech":
+        return [decode_wav(item, model.bundle.preprocessing.get("sample_rate")) for item in items]
+    raise HTTPError(400, "this model takes tensors, not raw BYTES inputs")
+
+
 _WANTS = {"text": "text (Content-Type: text/plain)",
           "image": "a photo (Content-Type: image/jpeg or image/png)",
           "speech": "a 16-bit mono WAV (Content-Type: audio/wav)"}

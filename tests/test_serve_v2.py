@@ -1,0 +1,303 @@
+"""`edgekit serve` speaking the Open Inference Protocol (KServe v2), checked with the protocol's own
+artefacts: NVIDIA's `tritonclient[http]` clients (the gevent one and the aiohttp one) against a real
+`edgekit serve` process, and schemathesis fuzzing it from the published OpenAPI file
+(tests/data/open_inference_rest.yaml, with its source and licence beside it).
+
+Fast: the wire format (JSON and binary tensors, BYTES, classification), routes, limits and errors on
+an in-process server around a stand-in model, and the serve package's import order.
+Slow: the official clients on the trained text, image and speech bundles (one test per task, so each
+runs in its model's xdist group), on a two-input two-output tensor model served as a folder of
+versions with a token, and the fuzz run.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import json
+import struct
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from test_serve import ROOT, TOKEN, raw_request, request
+
+from edgekit.runtime.backends.base import TensorInfo
+from edgekit.runtime.serve import tensors
+from edgekit.runtime.serve.app import App
+from edgekit.runtime.serve.httpd import EdgekitHTTPServer
+from edgekit.runtime.serve.inputs import HTTPError
+from edgekit.runtime.serve.options import ServeOptions
+from edgekit.runtime.serve.pool import ModelPool
+
+SPEC = Path(__file__).parent / "data" / "open_inference_rest.yaml"
+
+
+# ------------------------------------------------------------------------------------ the codec
+
+
+def _binary_request(doc: dict, blobs: list[bytes]) -> tuple[bytes, str]:
+    header = json.dumps(doc).encode()
+    return header + b"".join(blobs), str(len(header))
+
+
+def test_tensors_decode_json_and_binary_alike():
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) / 7
+    ids = np.array([[1, 2], [3, 40000]], dtype=np.int64)
+    json_doc = {"id": "r1", "parameters": {"tag": "t", "binary_data_output": True},
+                "inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32", "data": x.tolist()},
+                           {"name": "ids", "shape": [2, 2], "datatype": "INT64", "data": ids.ravel().tolist()}],
+                "outputs": [{"name": "y", "parameters": {"classification": 2, "binary_data": False}}]}
+    request_json = tensors.decode_request(json.dumps(json_doc).encode(), None, max_batch=8)
+    bin_doc = json.loads(json.dumps(json_doc))
+    for spec, array in zip(bin_doc["inputs"], (x, ids)):
+        del spec["data"]
+        spec["parameters"] = {"binary_data_size": array.nbytes}
+    body, length = _binary_request(bin_doc, [x.tobytes(), ids.astype("<i8").tobytes()])
+    request_bin = tensors.decode_request(body, length, max_batch=8)
+    for req in (request_json, request_bin):
+        assert [t.name for t in req.inputs] == ["x", "ids"] and req.id == "r1" and req.binary_output
+        assert req.parameters == {"tag": "t"}  # binary_data_output is acted on, the rest passes through
+        np.testing.assert_array_equal(req.inputs[0].value, x)
+        assert req.inputs[0].value.dtype == np.float32 and req.inputs[1].value.dtype == np.int64
+        np.testing.assert_array_equal(req.inputs[1].value, ids)
+        assert req.outputs[0].classification == 2 and req.outputs[0].binary is False
+    texts = ["héllo", "", "a b"]
+    packed = b"".join(struct.pack("<I", len(t.encode())) + t.encode() for t in texts)
+    body, length = _binary_request({"inputs": [{"name": "raw", "shape": [3], "datatype": "BYTES",
+                                                "parameters": {"binary_data_size": len(packed)}}]}, [packed])
+    assert tensors.decode_request(body, length, 8).inputs[0].value == [t.encode() for t in texts]
+    doc = {"inputs": [{"name": "raw", "shape": [3, 1], "datatype": "BYTES", "data": [[t] for t in texts]}]}
+    assert tensors.decode_request(json.dumps(doc).encode(), None, 8).inputs[0].value == [t.encode() for t in texts]
+
+
+def test_every_fixed_size_datatype_round_trips_through_the_binary_extension():
+    rng = np.random.default_rng(0)
+    for name, dtype in tensors.DATATYPES.items():
+        array = (rng.integers(0, 2, (2, 3)) if dtype.kind == "b" else rng.integers(0, 100, (2, 3))).astype(dtype)
+        req = tensors.InferRequest(inputs=[])
+        for binary in (True, False):
+            body, length = tensors.encode_response("m", "1", req, [("out", array, binary)])
+            header = json.loads(body[:length] if length else body)
+            tensor = header["outputs"][0]
+            assert tensor["datatype"] == name and tensor["shape"] == [2, 3]
+            back = (np.frombuffer(body[length:], dtype=dtype.newbyteorder("<")) if binary
+                    else np.asarray(tensor["data"], dtype=dtype))
+            np.testing.assert_array_equal(back.reshape(2, 3), array)
+        spec = {"name": "a", "shape": [2, 3], "datatype": name, "parameters": {"binary_data_size": array.nbytes}}
+        body, length = _binary_request({"inputs": [spec]}, [array.astype(dtype.newbyteorder("<")).tobytes()])
+        np.testing.assert_array_equal(tensors.decode_request(body, length, 8).inputs[0].value, array)
+
+
+def test_classification_is_tritons_score_index_label():
+    scores = np.array([[0.1, 0.7, 0.2], [0.5, 0.25, 0.25]], dtype=np.float32)
+    out = tensors.classification(scores, 2, ["a", "b", "c"], "probs")
+    assert out.tolist() == [["0.700000:1:b", "0.200000:2:c"], ["0.500000:0:a", "0.250000:1:b"]]
+    assert tensors.classification(scores, 9, None, "probs").shape == (2, 3)  # k is capped; no labels: score:index
+    with pytest.raises(HTTPError, match="2 labels"):
+        tensors.classification(scores, 1, ["a", "b"], "probs")
+
+
+BAD_REQUESTS = [
+    (b"[]", None, 400, "JSON object"), (b'{"inputs": []}', None, 400, "non-empty"),
+    (b'{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32"}]}', None, 400, "no data"),
+    (b'{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP99", "data": [1, 2]}]}', None, 400,
+     "unknown datatype"),
+    (b'{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "BF16", "data": [1, 2]}]}', None, 400, "BF16"),
+    (b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2]}]}', None, 400, "needs 3"),
+    (b'{"inputs": [{"name": "x", "shape": [1, -2], "datatype": "FP32", "data": [1, 2]}]}', None, 400, "non-negative"),
+    (b'{"inputs": [{"name": "x", "shape": [65, 1], "datatype": "FP32", "data": [1]}]}', None, 413, "at most 64"),
+    (b'{"inputs": [{"name": "x", "shape": [1,1,1,1,1,1,1,1,1], "datatype": "FP32", "data": [1]}]}', None, 400, "rank"),
+    (b'{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "INT32", "data": [1.5, 2]}]}', None, 400, "integers"),
+    (b'{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "INT8", "data": [1, 200]}]}', None, 400, "range"),
+    (b'{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, "a"]}]}', None, 400, "numbers"),
+    (b'{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [[1], [2, 3]]}]}', None, 400,
+     "rectangular"),
+    (b'{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "BOOL", "data": [1, 0]}]}', None, 400, "true/false"),
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": [3]}]}', None, 400, "strings"),
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}, '
+     b'{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}', None, 400, "twice"),
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}, '
+     b'{"name": "z", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}', None, 400, "different batch"),
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "parameters": {"a": [1]}}',
+     None, 400, "string, number or boolean"),
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "id": 5}', None, 400, "id"),
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "outputs": [{"n": 1}]}',
+     None, 400, "outputs[0]"),
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}}]}xyz',
+     "json", 400, "ends after 3 of 4"),
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}',
+     None, 400, "does not match"),
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}junk', "json", 400,
+     "belong to no input"),
+    (b'{"inputs": []}', "999", 400, "Inference-Header-Content-Length"),
+    (b'{"inputs": []}', "-1", 400, "Inference-Header-Content-Length"),
+]
+
+
+@pytest.mark.parametrize("body, length, status, words", BAD_REQUESTS)
+def test_malformed_infer_requests_are_one_line_4xx(body, length, status, words):
+    if length == "json":  # the JSON header ends at the last "}"; binary bytes follow
+        length = str(body.rindex(b"}") + 1)
+    with pytest.raises(HTTPError) as exc:
+        tensors.decode_request(body, length, max_batch=64)
+    assert exc.value.status == status and words in str(exc.value) and "\n" not in str(exc.value)
+
+
+# --------------------------------------------------------------------- an in-process stand-in server
+
+
+class _TwoHeads:
+    """A stand-in EdgeModel: inputs `a` [N, 2] float and `b` [N] int, outputs `sum` = a0 + a1 + b and
+    `probs` (softmax of a); labels "left", "right"; a first value of 13 raises an unexpected error."""
+
+    backend, input_names, output_names, labels, preprocessor = "standin", ["a", "b"], ["sum", "probs"], \
+        ["left", "right"], None
+
+    def __init__(self) -> None:
+        self.runner = SimpleNamespace(
+            inputs=[TensorInfo("a", (None, 2), np.dtype(np.float32)), TensorInfo("b", (None,), np.dtype(np.int32))],
+            outputs=[TensorInfo("sum", (None,), np.dtype(np.float32)), TensorInfo("probs", (None, 2),
+                                                                                  np.dtype(np.float32))])
+        self.bundle = SimpleNamespace(manifest={}, task="tensor", format="tflite", variant="fp32", sha256="0",
+                                      preprocessing=None)
+
+    def predict_outputs(self, feed):
+        a, b = np.asarray(feed["a"], np.float32), np.asarray(feed["b"])
+        if a.flat[0] == 13:
+            raise RuntimeError("boom")
+        e = np.exp(a - a.max(axis=1, keepdims=True))
+        return {"sum": a.sum(axis=1) + b.astype(np.float32), "probs": (e / e.sum(axis=1, keepdims=True))}
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def standin_port():
+    options = ServeOptions(port=0, timeout=2.0, max_body_bytes=4096, max_batch=8)
+    pools = {"two": {"1": ModelPool("two", "two", 1, _TwoHeads), "3": ModelPool("two", "two", 1, _TwoHeads)}}
+    server = EdgekitHTTPServer(("127.0.0.1", 0), App(pools, options, token=TOKEN))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.drain()
+    server.server_close()
+
+
+def _raw(port, data: bytes) -> tuple[int, dict, bytes]:
+    status, answer = raw_request(port, data)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
+    return status, headers, body
+
+
+def _infer_doc(a, b, **extra):
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.int32)
+    return {"inputs": [{"name": "a", "shape": list(a.shape), "datatype": "FP32", "data": a.ravel().tolist()},
+                       {"name": "b", "shape": list(b.shape), "datatype": "INT32", "data": b.tolist()}], **extra}
+
+
+def test_v2_routes_answers_and_errors_on_a_stand_in(standin_port):
+    port = standin_port
+    get = lambda path, **kw: request(port, "GET", path, **kw)  # noqa: E731
+    post = lambda path, body, **kw: request(port, "POST", path, body, **kw)  # noqa: E731
+    for path in ("/v2/health/live", "/v2/health/ready"):  # probes need no token
+        status, _, body = get(path, token=None)
+        assert status == 200 and json.loads(body) in ({"live": True}, {"ready": True})
+    assert get("/v2", token=None)[0] == 401 and get("/v2/models/two/infer", token=None)[0] == 401
+    server = json.loads(get("/v2/")[2])
+    assert server["name"] == "edgekit" and "binary_tensor_data" in server["extensions"]
+    meta = json.loads(get("/v2/models/two")[2])
+    assert meta == {"name": "two", "versions": ["1", "3"], "platform": "standin_tflite",
+                    "inputs": [{"name": "a", "datatype": "FP32", "shape": [-1, 2]},
+                               {"name": "b", "datatype": "INT32", "shape": [-1]}],
+                    "outputs": [{"name": "sum", "datatype": "FP32", "shape": [-1]},
+                                {"name": "probs", "datatype": "FP32", "shape": [-1, 2]}]}
+    assert json.loads(get("/v2/models/two/versions/003/ready")[2]) == {"name": "two", "ready": True}
+
+    a, b = [[1.0, 2.0], [0.5, -0.5]], [10, 20]
+    status, headers, body = post("/v2/models/two/versions/1/infer", _infer_doc(a, b, id="q", parameters={"k": 1}))
+    answer = json.loads(body)
+    assert status == 200 and answer["model_version"] == "1" and answer["id"] == "q" and answer["parameters"] == {"k": 1}
+    assert [(o["name"], o["shape"], o["data"]) for o in answer["outputs"]][0] == ("sum", [2], [13.0, 20.0])
+    # The binary tensor data extension both ways, an output chosen by name and one as labels.
+    doc = _infer_doc(a, b, outputs=[{"name": "probs", "parameters": {"binary_data": True}},
+                                    {"name": "probs", "parameters": {"classification": 1}}][:1])
+    spec = doc["inputs"][0]
+    del spec["data"]
+    spec["parameters"] = {"binary_data_size": 16}
+    payload, length = _binary_request(doc, [np.asarray(a, "<f4").tobytes()])
+    status, headers, body = post("/v2/models/two/infer", payload, headers={
+        "Inference-Header-Content-Length": length, "Content-Type": "application/octet-stream"})
+    n = int(headers["Inference-Header-Content-Length"])
+    out = json.loads(body[:n])["outputs"]
+    assert status == 200 and [o["name"] for o in out] == ["probs"] and out[0]["parameters"]["binary_data_size"] == 16
+    probs = np.frombuffer(body[n:], "<f4").reshape(2, 2)
+    np.testing.assert_allclose(probs, [[0.26894143, 0.7310586], [0.7310586, 0.26894143]], rtol=1e-6)
+    doc = _infer_doc(a, b, outputs=[{"name": "probs", "parameters": {"classification": 1}}])
+    out = json.loads(post("/v2/models/two/infer", doc)[2])["outputs"][0]
+    assert out["datatype"] == "BYTES" and out["data"] == ["0.731059:1:right", "0.731059:0:left"]
+    compressed = gzip.compress(json.dumps(_infer_doc(a, b)).encode())
+    assert post("/v2/models/two/infer", compressed, headers={"Content-Encoding": "gzip"})[0] == 200
+
+    errors = {
+        "unknown model": (get("/v2/models/nope"), 404), "unknown version": (get("/v2/models/two/versions/2"), 404),
+        "unknown route": (get("/v2/models/two/stats"), 404), "GET infer": (get("/v2/models/two/infer"), 405),
+        "POST ready": (post("/v2/health/ready", b""), 405),
+        "wrong inputs": (post("/v2/models/two/infer", {"inputs": _infer_doc(a, b)["inputs"][:1]}), 400),
+        "unknown output": (post("/v2/models/two/infer", _infer_doc(a, b, outputs=[{"name": "zz"}])), 400),
+        "label count": (post("/v2/models/two/infer", _infer_doc(a, b, outputs=[
+            {"name": "sum", "parameters": {"classification": 1}}])), 400),
+        "BYTES to a tensor model": (post("/v2/models/two/infer", {"inputs": [
+            {"name": "a", "shape": [1], "datatype": "BYTES", "data": ["x"]}]}), 400),
+        "NaN": (post("/v2/models/two/infer", json.dumps(_infer_doc(a, b)).replace("1.0", "NaN").encode()), 400),
+        "form type": (post("/v2/models/two/infer", _infer_doc(a, b), headers={
+            "Content-Type": "application/x-www-form-urlencoded"}), 415),
+        "brotli": (post("/v2/models/two/infer", b"x", headers={"Content-Encoding": "br"}), 415),
+        "gzip bomb": (post("/v2/models/two/infer", gzip.compress(b" " * 100_000), headers={
+            "Content-Encoding": "gzip"}), 413),
+        "body over limit": (post("/v2/models/two/infer", b" " * 5000), 413),
+        "batch over limit": (post("/v2/models/two/infer", _infer_doc([[0, 0]] * 9, [0] * 9)), 413),
+        "PUT": (_raw(port, b"PUT /v2 HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), 405),
+    }
+    wrong = {name: got[0] for name, (got, want) in errors.items() if got[0] != want}
+    assert not wrong, wrong
+    assert all("error" in json.loads(got[2]) for got, _ in errors.values())
+    assert errors["GET infer"][0][1]["Allow"] == "POST" and errors["PUT"][0][1]["Allow"] == "GET, POST"
+    status, _, body = post("/v2/models/two/infer", _infer_doc([[13, 0]], [0]))
+    assert status == 500 and "RuntimeError: boom" in json.loads(body)["error"]
+    assert get("/v2/health/live", token=None)[0] == 200  # and the server goes on
+
+    metrics = get("/metrics")[2].decode()
+    assert 'edgekit_requests_total{model="two",route="v2_infer",code="200"} 4' in metrics
+    assert 'edgekit_request_errors_total{model="two",route="v2_infer"}' in metrics
+    assert 'edgekit_requests_total{model="",route="v2_live",code="200"} 2' in metrics
+    assert 'edgekit_request_duration_seconds_count{model="two"}' in metrics
+
+
+# --------------------------------------------------------------------------- the package's layout
+
+# Bottom to top: each module imports only modules before it (imports inside functions count).
+SERVE_ORDER = ["options", "inputs", "reply", "metrics", "pool", "auth", "catalog", "tensors", "tfserving", "oip",
+               "app", "httpd", "server", "__init__"]
+
+
+def test_serve_modules_import_only_downwards():
+    folder = ROOT / "runtime" / "serve"
+    assert sorted(p.stem for p in folder.glob("*.py")) == sorted(SERVE_ORDER)
+    for i, module in enumerate(SERVE_ORDER):
+        tree = ast.parse((folder / f"{module}.py").read_text())
+        used = set()
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            for name in names:
+                if name.startswith("edgekit.runtime.serve."):
+                    used.add(name.split(".")[3])
+                elif name == "edgekit.runtime.serve":
+                    used.update(a.name for a in node.names)
+        upward = {u for u in used if SERVE_ORDER.index(u) >= i}
+        assert not upward, f"runtime/serve/{module}.py imports {sorted(upward)}, which sit above it"
