@@ -16,13 +16,17 @@ import ast
 import gzip
 import json
 import struct
+import subprocess
+import sys
 import threading
+import time
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from test_serve import ROOT, TOKEN, raw_request, request
+from test_serve import ROOT, TOKEN, ServerProcess, raw_request, request
 
 from edgekit.runtime.backends.base import TensorInfo
 from edgekit.runtime.serve import tensors
@@ -124,6 +128,10 @@ BAD_REQUESTS = [
     (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "parameters": {"a": [1]}}',
      None, 400, "string, number or boolean"),
     (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "id": 5}', None, 400, "id"),
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "outputs": null}', None, 400,
+     "outputs must be a list"),
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1], "parameters": null}]}', None, 400,
+     "must be an object"),
     (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "outputs": [{"n": 1}]}',
      None, 400, "outputs[0]"),
     (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}}]}xyz',
@@ -301,3 +309,104 @@ def test_serve_modules_import_only_downwards():
                     used.update(a.name for a in node.names)
         upward = {u for u in used if SERVE_ORDER.index(u) >= i}
         assert not upward, f"runtime/serve/{module}.py imports {sorted(upward)}, which sit above it"
+
+
+# ------------------------------------------------------------------------------------ slow: served
+
+
+@pytest.fixture(scope="module")
+def pair_versions(rt_bundles, tmp_path_factory) -> Path:
+    """The two-input two-output bundles as one model with two versions (TF Serving's layout):
+    pair/1 = pair-tflite-fp32, pair/2 = pair-onnx-fp32."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("versions") / "pair"
+    for version, bundle in (("1", "pair-tflite-fp32"), ("2", "pair-onnx-fp32")):
+        shutil.copytree(rt_bundles / bundle, folder / version)
+    return folder
+
+
+def _tensor(name, shape, datatype, data):
+    return {"name": name, "shape": shape, "datatype": datatype, "data": data}
+
+
+# One valid infer request per served model (the fuzzer's "examples" phase sends them and mutates them).
+FUZZ_EXAMPLES = {
+    "dense-tflite-fp32": [_tensor("features", [1, 8], "FP32", [0.5] * 8)],
+    "image-tflite-int8": [_tensor("image", [1, 16, 16, 3], "FP32", [0.1] * 768)],
+    "words": [_tensor("tokens", [2], "BYTES", ["w2 w3 w4", "w9"])],
+    "pair": [_tensor("features", [1, 8], "FP32", [0.1] * 8), _tensor("extra", [1, 4], "FP32", [1, 2, 3, 4])],
+}
+
+
+def _openapi_for_fuzzing(served: dict[str, list[str]]) -> dict:
+    """The published OpenAPI file, its `${NAME}` path parameters read as `{NAME}`, plus a copy of its
+    three model operations for each served model and version with the name and version filled in and
+    a valid example body, so that generated requests reach real models as well as unknown names."""
+    import copy
+
+    import yaml
+
+    spec = yaml.safe_load(SPEC.read_text())
+    spec["paths"] = {path.replace("${", "{"): item for path, item in spec["paths"].items()}
+    model_paths = {p: item for p, item in spec["paths"].items() if p.startswith("/v2/models/")}
+    for name, versions in served.items():
+        for version in versions:
+            for path, item in model_paths.items():
+                item = copy.deepcopy(item)
+                item.pop("parameters")
+                for operation in item.values():
+                    operation["operationId"] += f"-{name}-{version}"
+                    if "requestBody" in operation:
+                        operation["requestBody"]["content"]["application/json"]["example"] = {
+                            "inputs": FUZZ_EXAMPLES[name]}
+                spec["paths"][path.replace("{MODEL_NAME}", name).replace("{MODEL_VERSION}", version)] = item
+    return spec
+
+
+@pytest.mark.timeout(240)
+def test_fuzzing_from_the_published_openapi_finds_no_server_error(rt_bundles, pair_versions, tmp_path):
+    """schemathesis (coverage and fuzzing phases, positive and negative data) against a server with
+    a tensor bundle, an int8 image bundle and a folder of versions: no 5xx, every request that breaks
+    the schema a 4xx, every 200 answer valid by the published response schemas, the server alive."""
+    from test_serve import VOCAB, _with_preprocessing
+
+    words = _with_preprocessing(rt_bundles / "tokens-onnx-fp32", tmp_path / "words", "text",
+                                {"type": "text", "vocab_file": "assets/vocab.txt", "max_len": 12, "padding": "post"},
+                                vocab=VOCAB)
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    served = {"dense-tflite-fp32": ["1"], "image-tflite-int8": ["1"], "words": ["1"], "pair": ["1", "2"]}
+    spec = tmp_path / "openapi.json"
+    spec.write_text(json.dumps(_openapi_for_fuzzing(served)))
+    config = tmp_path / "schemathesis.toml"
+    # Every request that breaks the schema must be refused with a 4xx: 413 (too large) and 411 too.
+    config.write_text('[checks.negative_data_rejection]\nexpected-statuses = ["4xx"]\n')
+    server = ServerProcess([str(rt_bundles / "dense-tflite-fp32"), str(rt_bundles / "image-tflite-int8"), str(words),
+                            str(pair_versions), "--threads", "1", "--token-file", str(token_file),
+                            "--max-batch", "16", "--max-body-bytes", "200000"])
+    budget = 30  # seconds at most: a bound (on an idle machine the examples per operation end it in about 25)
+    try:
+        started = time.monotonic()
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(config), "run", str(spec),
+             "--url", f"http://127.0.0.1:{server.port}", "-H", f"Authorization: Bearer {TOKEN}",
+             "--checks", "not_a_server_error,negative_data_rejection,response_schema_conformance,"
+                         "content_type_conformance,unsupported_method",
+             "--phases", "examples,coverage,fuzzing", "--mode", "all", "--max-examples", "8", "--seed", "23",
+             "--workers", "2", "--max-time", str(budget), "--generation-database", "none", "--no-color",
+             "--report", "har", "--report-har-path", str(tmp_path / "fuzz.har")],
+            capture_output=True, text=True, timeout=budget + 120, cwd=tmp_path)
+        elapsed = time.monotonic() - started
+        entries = json.loads((tmp_path / "fuzz.har").read_text())["log"]["entries"]
+        statuses = [e["response"]["status"] for e in entries]
+        print(f"schemathesis: {len(entries)} requests in {elapsed:.1f} s; status codes "
+              f"{dict(sorted(Counter(statuses).items()))}")
+        assert proc.returncode == 0, proc.stdout[-4000:]
+        assert len(entries) >= 300 and not [s for s in statuses if s >= 500 or s == 0]
+        assert server.proc.poll() is None and request(server.port, "GET", "/v2/health/ready")[0] == 200
+    finally:
+        rc = server.stop()
+    assert rc == 0
+    log = "\n".join(server.lines)
+    assert "Traceback" not in log and ": 500:" not in log, log[-3000:]

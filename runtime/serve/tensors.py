@@ -61,9 +61,12 @@ class InferRequest:
 # ------------------------------------------------------------------------------------- decoding
 
 
+_ABSENT = object()
+
+
 def _parameters(value, what: str) -> dict:
-    """$parameters: an object of string / number / boolean values."""
-    if value is None:
+    """$parameters: an object of string / number / boolean values (absent: none)."""
+    if value is _ABSENT:
         return {}
     if not isinstance(value, dict):
         raise HTTPError(400, f"{what} must be an object of name: value pairs")
@@ -168,7 +171,7 @@ def _input(spec, i: int, max_batch: int) -> tuple[Tensor, int | None]:
     if datatype != BYTES and datatype not in DATATYPES:
         raise HTTPError(400, f"{what}: unknown datatype {datatype!r}; one of {', '.join([*DATATYPES, BYTES])}")
     shape = _shape(spec.get("shape"), what, max_batch)
-    params = _parameters(spec.get("parameters"), f"{what}.parameters")
+    params = _parameters(spec.get("parameters", _ABSENT), f"{what}.parameters")
     size = params.get("binary_data_size")
     count = math.prod(shape)
     if size is not None:
@@ -194,7 +197,7 @@ def _output(spec, i: int) -> RequestedOutput:
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise HTTPError(400, f"outputs[{i}] must be an object with a name")
     what = f"output {spec['name']!r}"
-    params = _parameters(spec.get("parameters"), f"{what}.parameters")
+    params = _parameters(spec.get("parameters", _ABSENT), f"{what}.parameters")
     k = params.get("classification")
     if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
         raise HTTPError(400, f"{what}.parameters.classification must be a positive integer")
@@ -216,9 +219,9 @@ def decode_request(body: bytes, header_length: str | None, max_batch: int) -> In
         raise HTTPError(400, 'an infer request is a JSON object: {"inputs": [{"name", "shape", "datatype", '
                              '"data"}, ...]}')
     request_id = doc.get("id")
-    if request_id is not None and not isinstance(request_id, str):
+    if "id" in doc and not isinstance(request_id, str):
         raise HTTPError(400, "id must be a string")
-    params = dict(_parameters(doc.get("parameters"), "parameters"))
+    params = dict(_parameters(doc.get("parameters", _ABSENT), "parameters"))
     binary_output = bool(_flag(params, BINARY_OUTPUT, "parameters"))
     params.pop(BINARY_OUTPUT, None)
     specs = doc.get("inputs")
@@ -250,7 +253,7 @@ def decode_request(body: bytes, header_length: str | None, max_batch: int) -> In
         raise HTTPError(400, "inputs have different batch sizes: "
                              + ", ".join(f"{t.name} {t.shape[0]}" for t in inputs))
     outputs = None
-    if doc.get("outputs") is not None:
+    if "outputs" in doc:
         if not isinstance(doc["outputs"], list):
             raise HTTPError(400, "outputs must be a list of {\"name\": ...} objects")
         outputs = [_output(spec, i) for i, spec in enumerate(doc["outputs"])]
