@@ -631,9 +631,10 @@ def test_bench_serve_reports_the_server_next_to_the_runtime(rt_bundles):
     from edgekit.bench import format_serve, measure_serve
 
     result = measure_serve(rt_bundles / "image-tflite-int8", clients=2, runs=20, warmup=2)
-    for key in ("in_process_1", "in_process_N", "server"):
+    for key in ("in_process_1", "in_process_N", "server", "server_v2", "server_v2_json"):
         assert result[key]["requests"] == 40 and result[key]["requests_per_s"] > 0, key
         assert 0 < result[key]["latency_ms"]["p50"] <= result[key]["latency_ms"]["p99"]
-    assert result["clients"] == 2 and result["server"]["clients"] == 2
+    assert result["clients"] == 2 and result["server"]["clients"] == 2 and result["server_v2_over_server"] > 0
     text = format_serve(result)
     assert "server over loopback, 2 clients" in text and "in-process, 2 threads" in text
+    assert "v2 infer, binary tensors" in text and "v2 binary / v1 = " in text

@@ -13,8 +13,10 @@ versions with a token, and the fuzz run.
 from __future__ import annotations
 
 import ast
+import asyncio
 import gzip
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -410,3 +412,177 @@ def test_fuzzing_from_the_published_openapi_finds_no_server_error(rt_bundles, pa
     assert rc == 0
     log = "\n".join(server.lines)
     assert "Traceback" not in log and ": 500:" not in log, log[-3000:]
+
+
+class _Client:
+    """tritonclient's gevent client or its aiohttp one behind one synchronous interface."""
+
+    def __init__(self, kind: str, port: int, headers: dict | None = None) -> None:
+        self.kind, self.headers = kind, headers
+        if kind == "aio":
+            import tritonclient.http.aio as module
+
+            self.loop = asyncio.new_event_loop()
+            self.client = self.loop.run_until_complete(self._make(module, port))
+        else:
+            import tritonclient.http as module
+
+            self.client = module.InferenceServerClient(f"127.0.0.1:{port}", network_timeout=60.0)
+        self.module = module
+
+    @staticmethod
+    async def _make(module, port):
+        return module.InferenceServerClient(f"127.0.0.1:{port}")
+
+    def __getattr__(self, method):
+        def call(*args, **kwargs):
+            # a copy each time: tritonclient's infer() writes its Inference-Header-Content-Length into it
+            kwargs.setdefault("headers", dict(self.headers) if self.headers else None)
+            result = getattr(self.client, method)(*args, **kwargs)
+            return self.loop.run_until_complete(result) if self.kind == "aio" else result
+        return call
+
+    def close(self) -> None:
+        if self.kind == "aio":
+            self.loop.run_until_complete(self.client.close())
+            self.loop.close()
+        else:
+            self.client.close()
+
+
+def _inputs(module, feed: dict, binary: bool) -> list:
+    from tritonclient.utils import np_to_triton_dtype
+
+    out = []
+    for name, array in feed.items():
+        tensor = module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(array, binary_data=binary)
+        out.append(tensor)
+    return out
+
+
+def _public_datatype(info) -> str:
+    from tritonclient.utils import np_to_triton_dtype
+
+    return "FP32" if info.quantized or info.dtype.kind == "f" else np_to_triton_dtype(info.dtype)
+
+
+def _check_model(client: _Client, name: str, model, feed: dict, raw: list[bytes] | None, version: str = "1",
+                 versions: list[str] | None = None) -> None:
+    """The official client's metadata, readiness and outputs (binary and JSON tensors, raw BYTES,
+    classification) against the runtime's own answers for `model`."""
+    module = client.module
+    meta = client.get_model_metadata(name, version)
+    assert meta == {"name": name, "versions": versions or ["1"], "platform": f"{model.backend}_{model.bundle.format}",
+                    "inputs": [{"name": n, "datatype": _public_datatype(i), "shape": [-1, *i.shape[1:]]}
+                               for n, i in zip(model.input_names, model.runner.inputs)],
+                    "outputs": [{"name": n, "datatype": _public_datatype(i), "shape": [-1, *i.shape[1:]]}
+                                for n, i in zip(model.output_names, model.runner.outputs)]}, meta
+    assert client.is_model_ready(name, version)
+    expected = model.predict_outputs(feed)
+    binary = client.infer(name, _inputs(module, feed, True), model_version=version, request_id="b1")
+    assert binary.get_response()["model_version"] == version and binary.get_response()["id"] == "b1"
+    as_json = client.infer(name, _inputs(module, feed, False), model_version=version,
+                           outputs=[module.InferRequestedOutput(n, binary_data=False) for n in model.output_names])
+    for result in (binary, as_json):
+        for out in model.output_names:
+            got = result.as_numpy(out)
+            assert got.dtype == expected[out].dtype and np.array_equal(got, expected[out]), (name, out)
+    if raw is not None:
+        tensor = module.InferInput(model.input_names[0], [len(raw)], "BYTES")
+        tensor.set_data_from_numpy(np.array(raw, dtype=object))
+        first = model.output_names[0]
+        result = client.infer(name, [tensor], model_version=version, outputs=[module.InferRequestedOutput(first)])
+        assert np.array_equal(result.as_numpy(first), expected[first]), name  # the server's decoding = the runtime's
+    top = client.infer(name, _inputs(module, feed, True), model_version=version,
+                       outputs=[module.InferRequestedOutput(model.output_names[0], class_count=1)])
+    labels = [x.decode().split(":", 2) for x in top.as_numpy(model.output_names[0]).reshape(-1)]
+    scores = expected[model.output_names[0]]
+    best = scores.reshape(-1, scores.shape[-1]).argmax(axis=1)
+    assert [int(i) for _, i, _ in labels] == best.tolist()
+    assert [label for _, _, label in labels] == [model.labels[i] for i in best]
+
+
+def _raw_inputs(task: str, sms_spam: Path, fsdd: Path, cifar10_small: Path) -> tuple[list, list[bytes]]:
+    """A few real inputs of the task: (what `EdgeModel.preprocess` takes, the same as bytes)."""
+    if task == "text":
+        rows = [line.split("\t", 1)[1] for line in sms_spam.read_text(encoding="utf-8").splitlines()[1:5]]
+        return rows, [r.encode() for r in rows]
+    files = ([fsdd / f"{d}_george_0.wav" for d in (1, 4, 7)] if task == "speech" else
+             [sorted((cifar10_small / "test" / c).iterdir())[0] for c in ("airplane", "cat", "ship")])
+    return [str(f) for f in files], [f.read_bytes() for f in files]
+
+
+@pytest.mark.parametrize("task", ["text", "image", "speech"])
+def test_official_clients_get_the_runtimes_outputs(task, exported_dir, sms_spam, fsdd, cifar10_small):
+    """tritonclient's two HTTP clients against `edgekit serve` on the trained bundles (tflite int8 and
+    onnx fp32): server and model metadata, readiness, and every output bit for bit equal to the
+    runtime in-process, for tensors sent binary and as JSON, raw inputs as BYTES, and labels."""
+    from edgekit import runtime
+
+    raw, raw_bytes = _raw_inputs(task, sms_spam, fsdd, cifar10_small)
+    bundles = [exported_dir(task) / f"{task}-tflite-int8", exported_dir(task) / f"{task}-onnx-fp32"]
+    started = time.monotonic()
+    server = ServerProcess([*map(str, bundles), "--threads", "1"])
+    models = [runtime.load(b, threads=1) for b in bundles]
+    try:
+        for kind in ("gevent", "aio"):
+            client = _Client(kind, server.port)
+            try:
+                assert client.is_server_live() and client.is_server_ready()
+                assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+                for bundle, model in zip(bundles, models):
+                    feed = model.preprocess(raw)
+                    feed = feed if isinstance(feed, dict) else {model.input_names[0]: feed}
+                    _check_model(client, bundle.name, model, feed, raw_bytes)
+            finally:
+                client.close()
+    finally:
+        for model in models:
+            model.close()
+        assert server.stop() == 0
+    assert not [line for line in server.lines if ": 500:" in line or "Traceback" in line]
+    print(f"{task}: official clients checked in {time.monotonic() - started:.1f} s (bundles built before)")
+
+
+def test_official_clients_on_a_two_input_model_with_versions_and_a_token(rt_bundles, pair_versions, tmp_path):
+    """Two inputs, two outputs, served as a folder of versions (pair/1 tflite, pair/2 onnx) next to
+    an int8 build, behind a token: each version answers what its bundle gives in-process; the v1
+    routes answer on the same server, and the metrics count both protocols."""
+    from edgekit import runtime
+
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    int8 = rt_bundles / "pair-tflite-int8"
+    server = ServerProcess([str(pair_versions), str(int8), "--threads", "2", "--token-file", str(token_file)])
+    rng = np.random.default_rng(5)
+    feed = {"features": rng.normal(size=(5, 8)).astype(np.float32), "extra": rng.normal(size=(5, 4)).astype(np.float32)}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        for kind in ("gevent", "aio"):
+            client = _Client(kind, server.port, auth)
+            try:
+                for version in ("1", "2"):
+                    with runtime.load(pair_versions / version, threads=1) as model:
+                        _check_model(client, "pair", model, feed, None, version, versions=["1", "2"])
+                with runtime.load(int8, threads=1) as model:
+                    _check_model(client, int8.name, model, feed, None)
+                    expected = model.predict_outputs(feed)
+                latest = client.infer("pair", _inputs(client.module, feed, True),
+                                      outputs=[client.module.InferRequestedOutput("value")])
+                assert latest.get_response()["model_version"] == "2" and latest.as_numpy("cls") is None
+                with pytest.raises(client.module.InferenceServerException, match="bearer token"):
+                    client.infer("pair", _inputs(client.module, feed, True), headers={})
+            finally:
+                client.close()
+        status, _, body = request(server.port, "POST", f"/v1/models/{int8.name}:predict",
+                                  {"inputs": {k: v.tolist() for k, v in feed.items()}})
+        rows = json.loads(body)["predictions"]
+        assert status == 200 and [r["cls"] for r in rows] == expected["cls"].tolist()
+        metrics = request(server.port, "GET", "/metrics")[2].decode()
+        counts = {route: sum(int(n) for n in re.findall(rf'route="{route}",code="200"\}} (\d+)', metrics))
+                  for route in ("predict", "v2_infer", "v2_model")}
+        # per client: 3 models x (binary, JSON, classification) + the latest version's
+        assert counts == {"predict": 1, "v2_infer": 2 * (3 * 3 + 1), "v2_model": 2 * 3}, counts
+    finally:
+        assert server.stop() == 0
