@@ -387,8 +387,8 @@ def test_fuzzing_from_the_published_openapi_finds_no_server_error(rt_bundles, pa
     server = ServerProcess([str(rt_bundles / "dense-tflite-fp32"), str(rt_bundles / "image-tflite-int8"), str(words),
                             str(pair_versions), "--threads", "1", "--token-file", str(token_file),
                             "--max-batch", "16", "--max-body-bytes", "200000"])
-    # A bound, not the usual end: on an idle 2-core machine the examples per operation end the run in
-    # about 35 s with ~1400 requests; under heavy load the bound cuts it short (then fewer requests).
+    # Seconds of fuzzing at most; how many requests fit depends on the machine's load (measured on the
+    # shared 2-core build machine: 962 requests with a 30 s bound, 1034 with 40 s, 1393 with 60 s).
     budget = 45
     try:
         started = time.monotonic()
