@@ -11,7 +11,9 @@ Measured (milliseconds, p50/p90/p99 each; the headline `*_ms` values are medians
 runtime and bare calls are timed alternately, so load from other processes hits both alike.
 Cold start runs in a fresh process: import runtime, load the bundle, first result.
 With --serve [N]: requests per second and latency through `edgekit serve` over loopback with N
-client threads, next to the runtime in-process with 1 and N threads (`measure_serve`).
+client threads, by TensorFlow Serving's API (v1, JSON) and by the Open Inference Protocol (v2, binary
+tensors and JSON tensors) on the same server, next to the runtime in-process with 1 and N threads
+(`measure_serve`).
 """
 
 from __future__ import annotations
@@ -263,17 +265,73 @@ def _load(clients: int, per_client: int, warmup: int, make_call) -> dict:
 
     ms = np.concatenate(times) * 1e3
     return {"clients": clients, "requests": int(ms.size), "requests_per_s": round(ms.size / wall, 1),
+            "latency_ms": summary(ms), "_ms": ms, "_wall": wall}
+
+
+def _merge(parts: list[dict]) -> dict:
+    """Several `_load` results of one kind (rounds) -> one: all requests over the summed wall time."""
+    from edgekit.runtime.timing import summary
+
+    ms = np.concatenate([p["_ms"] for p in parts])
+    wall = sum(p["_wall"] for p in parts)
+    return {"clients": parts[0]["clients"], "requests": int(ms.size), "requests_per_s": round(ms.size / wall, 1),
             "latency_ms": summary(ms)}
+
+
+def _public(result: dict) -> dict:
+    return {k: v for k, v in result.items() if not k.startswith("_")}
+
+
+def _v2_bodies(feed: dict) -> dict:
+    """Open Inference Protocol infer requests for inputs by name: {"binary": (body, headers), "json":
+    (body, headers)}; outputs come back as the inputs were sent."""
+    from edgekit.runtime.serve.tensors import datatype_of
+
+    specs = [{"name": n, "shape": list(a.shape), "datatype": datatype_of(a.dtype)} for n, a in feed.items()]
+    as_json = {"inputs": [dict(spec, data=a.ravel().tolist()) for spec, a in zip(specs, feed.values())]}
+    header = json.dumps({"inputs": [dict(spec, parameters={"binary_data_size": a.nbytes})
+                                    for spec, a in zip(specs, feed.values())],
+                         "parameters": {"binary_data_output": True}}).encode()
+    blobs = b"".join(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes() for a in feed.values())
+    return {"binary": (header + blobs, {"Content-Type": "application/octet-stream",
+                                        "Inference-Header-Content-Length": str(len(header))}),
+            "json": (json.dumps(as_json).encode(), {"Content-Type": "application/json"})}
+
+
+def _v2_outputs(data: bytes, header_length: str | None) -> dict:
+    """An Open Inference Protocol infer answer -> {output name: float32/int array}."""
+    from edgekit.runtime.serve.tensors import DATATYPES
+
+    n = int(header_length) if header_length else len(data)
+    doc, offset, out = json.loads(data[:n]), n, {}
+    for tensor in doc["outputs"]:
+        dtype = DATATYPES[tensor["datatype"]]
+        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            array = np.asarray(tensor["data"], dtype=dtype)
+        else:
+            array = np.frombuffer(data[offset:offset + size], dtype=dtype.newbyteorder("<")).astype(dtype)
+            offset += size
+        out[tensor["name"]] = array.reshape(tensor["shape"])
+    return out
+
+
+SERVE_ROUNDS = 3  # turns each protocol takes in `measure_serve`
 
 
 def measure_serve(bundle, clients: int | None = None, runs: int = 100, warmup: int = 10,
                   backend: str | None = None) -> dict:
-    """Batch-1 requests per second and latency three ways, in one run on the same input:
+    """Batch-1 requests per second and latency, in one run on the same input:
     - in_process_1: one thread calling `EdgeModel.predict_tensors` (one single-threaded interpreter);
     - in_process_N: N threads, each with its own single-threaded interpreter (what the server does);
-    - server: N client threads sending `:predict` JSON over loopback HTTP (keep-alive) to
-      `edgekit serve --threads N` in a child process (which shares the CPU with the clients).
-    Each client makes `runs` timed requests after `warmup` untimed ones."""
+    - server: N client threads sending `:predict` JSON (TensorFlow Serving's v1 API) over loopback
+      HTTP (keep-alive) to `edgekit serve --threads N` in a child process (which shares the CPU with
+      the clients);
+    - server_v2 / server_v2_json: the same server and clients through the Open Inference Protocol's
+      infer route, tensors in the binary tensor data extension (what tritonclient sends by default) /
+      as JSON.
+    Each client makes `runs` timed requests after `warmup` untimed ones; every answer is checked
+    once against the runtime's in-process output first."""
     import http.client
 
     from edgekit import runtime
@@ -285,37 +343,58 @@ def measure_serve(bundle, clients: int | None = None, runs: int = 100, warmup: i
     try:
         x = models[0].example_tensors(1)
         expected = models[0].predict_tensors(x).tolist()
+        by_name = x if isinstance(x, dict) else {models[0].input_names[0]: x}
+        expected_v2 = models[0].predict_outputs(by_name)
         log(f"  serve: in-process, 1 thread and {clients} threads ...")
-        one = _load(1, runs * clients, warmup, lambda i: lambda: models[0].predict_tensors(x))
-        many = _load(clients, runs, warmup, lambda i: lambda: models[i].predict_tensors(x))
+        one = _public(_load(1, runs * clients, warmup, lambda i: lambda: models[0].predict_tensors(x)))
+        many = _public(_load(clients, runs, warmup, lambda i: lambda: models[i].predict_tensors(x)))
     finally:
         for m in models:
             m.close()
     body = json.dumps({"inputs": x.tolist() if isinstance(x, np.ndarray)
                        else {k: v.tolist() for k, v in x.items()}}).encode()
-    path = f"/v1/models/{quote(name)}:predict"
-    headers = {"Content-Type": "application/json"}
-    log(f"  serve: {clients} clients over loopback HTTP ...")
+    requests = {"server": (f"/v1/models/{quote(name)}:predict", body, {"Content-Type": "application/json"})}
+    v2 = _v2_bodies(by_name)
+    requests["server_v2"] = (f"/v2/models/{quote(name)}/infer", *v2["binary"])
+    requests["server_v2_json"] = (f"/v2/models/{quote(name)}/infer", *v2["json"])
+    log(f"  serve: {clients} clients over loopback HTTP (v1 JSON, v2 binary, v2 JSON) ...")
     proc, port = _start_server(bundle, clients, backend)
     connections = []
+    served = {}
     try:
-        def make_call(i):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            connections.append(conn)
+        def make_call(path, payload, headers):
+            def make(i):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                connections.append(conn)
 
-            def call():
-                conn.request("POST", path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                if resp.status != 200:
-                    raise RuntimeError(f"server answered {resp.status}: {data[:200]!r}")
-                return data
-            return call
+                def call():
+                    conn.request("POST", path, body=payload, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                    if resp.status != 200:
+                        raise RuntimeError(f"server answered {resp.status}: {data[:200]!r}")
+                    return data, resp.getheader("Inference-Header-Content-Length")
+                return call
+            return make
 
-        answer = json.loads(make_call(-1)())["predictions"]
-        if answer != expected:
-            raise RuntimeError("the server's answer differs from the in-process runtime's on the same input")
-        served = _load(clients, runs, warmup, make_call)
+        for key, (path, payload, headers) in requests.items():
+            data, header_length = make_call(path, payload, headers)(-1)()
+            same = (json.loads(data)["predictions"] == expected if key == "server" else
+                    all(np.array_equal(a, expected_v2[n]) for n, a in _v2_outputs(data, header_length).items()))
+            if not same:
+                raise RuntimeError(f"the server's answer ({key}) differs from the in-process runtime's on the "
+                                   "same input")
+        # The protocols take turns, in rounds (order rotating), so that a change in machine load hits
+        # them alike; each round's clients warm up first.
+        rounds = max(1, min(SERVE_ROUNDS, runs))
+        parts: dict[str, list] = {key: [] for key in requests}
+        keys = list(requests)
+        for r in range(rounds):
+            for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+                path, payload, headers = requests[key]
+                share = runs // rounds + (1 if r < runs % rounds else 0)
+                parts[key].append(_load(clients, share, warmup, make_call(path, payload, headers)))
+        served = {key: _merge(p) for key, p in parts.items()}
     finally:
         for conn in connections:
             conn.close()
@@ -324,9 +403,14 @@ def measure_serve(bundle, clients: int | None = None, runs: int = 100, warmup: i
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-    return {"clients": clients, "cpu_cores": os.cpu_count(), "in_process_1": one, "in_process_N": many,
-            "server": served,
-            "server_over_in_process_N": round(served["requests_per_s"] / max(many["requests_per_s"], 1e-9), 3)}
+    def ratio(a: dict, b: dict) -> float:
+        return round(a["requests_per_s"] / max(b["requests_per_s"], 1e-9), 3)
+
+    return {"clients": clients, "cpu_cores": os.cpu_count(), "in_process_1": one, "in_process_N": many, **served,
+            "server_over_in_process_N": ratio(served["server"], many),
+            "server_v2_over_in_process_N": ratio(served["server_v2"], many),
+            "server_v2_over_server": ratio(served["server_v2"], served["server"]),
+            "server_v2_json_over_server": ratio(served["server_v2_json"], served["server"])}
 
 
 def format_serve(s: dict) -> str:
@@ -339,8 +423,12 @@ def format_serve(s: dict) -> str:
     return "\n".join([f"  serve ({n} clients, {s['cpu_cores']} CPU cores, batch 1):",
                       row("in-process, 1 thread", s["in_process_1"]),
                       row(f"in-process, {n} threads x 1 interpreter", s["in_process_N"]),
-                      row(f"server over loopback, {n} clients", s["server"]),
-                      f"  server / in-process {n} threads = {s['server_over_in_process_N']:.2f}x requests per second"])
+                      row(f"server over loopback, {n} clients", s["server"]) + "  v1 :predict JSON",
+                      row("  same, Open Inference Protocol", s["server_v2"]) + "  v2 infer, binary tensors",
+                      row("  same, Open Inference Protocol", s["server_v2_json"]) + "  v2 infer, JSON tensors",
+                      f"  server / in-process {n} threads = {s['server_over_in_process_N']:.2f}x requests per second"
+                      f" (v1); v2 binary / v1 = {s['server_v2_over_server']:.2f}x, v2 JSON / v1 = "
+                      f"{s['server_v2_json_over_server']:.2f}x"])
 
 
 def run(args) -> int:

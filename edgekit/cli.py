@@ -168,14 +168,16 @@ def _add_bench(sub) -> None:
     p.add_argument("--allow-unsafe", action="store_true")
     p.add_argument("--serve", type=positive_int, nargs="?", const=0, metavar="CLIENTS",
                    help="also time the bundle through `edgekit serve` over loopback with CLIENTS client "
-                        "threads (default: CPU cores, at most 4), next to the runtime in-process")
+                        "threads (default: CPU cores, at most 4), by TensorFlow Serving's API (v1) and the Open "
+                        "Inference Protocol (v2), next to the runtime in-process")
 
 
 def _add_serve(sub) -> None:
     from edgekit.runtime.serve import add_serve_arguments
 
     add_serve_arguments(sub.add_parser("serve", help="HTTP inference server for bundles (TensorFlow Serving "
-                                                     "REST API); see docs/serving.md"))
+                                                     "REST API and the Open Inference Protocol, KServe v2); see "
+                                                     "docs/serving.md"))
 
 
 def _add_devices(sub) -> None:

@@ -5,8 +5,9 @@ nothing else branches on a task's name:
 - `preprocessor(params, assets_dir)`: the numpy twin of the manifest's `preprocessing` block (None for
   a kind whose inputs are already tensors); `make_preprocessor` dispatches on `params["type"]`;
 - `read_inputs(model, items)`: how `predict` on the command line turns its arguments into inputs;
-- `decode_upload(model, mime, params, body)` and `classify_instances(instances)`: the server's
-  request bodies -> raw inputs (`upload_wanted` says what it takes);
+- `decode_upload(model, mime, params, body)`, `decode_bytes(model, data)` and
+  `classify_instances(instances)`: the server's request bodies (TF Serving's :classify uploads, the Open
+  Inference Protocol's BYTES elements) -> raw inputs (`upload_types`, `upload_wanted` say what it takes);
 - `outside_preprocessing(shape, options)`: the `preprocessing` block for a user's own model tagged
   with this kind (`edgekit export --task`), or a one-line refusal;
 - `mediapipe_task(metadata, input_spec)`: the MediaPipe Tasks task that can run it, or why none can;
@@ -64,10 +65,18 @@ class ModelKind:
                 raise InvalidInputError(f"{self.name} input not found: {item}")
         return list(items), list(items)
 
+    upload_types: tuple[str, ...] = ()   # the Content-Types `decode_upload` takes (prefixes end in "/")
+
     def decode_upload(self, model, mime: str, params: dict, body: bytes) -> list:
         """A raw request body of type `mime` -> raw inputs (RequestRefused 415 for a type it does not take)."""
-        raise RequestRefused(415, f"Content-Type {mime or '(none)'!r} is not accepted here; this model takes "
-                                  f"{self.upload_wanted}")
+        if not any(mime == t or (t.endswith("/") and mime.startswith(t)) for t in self.upload_types):
+            raise RequestRefused(415, f"Content-Type {mime or '(none)'!r} is not accepted here; this model "
+                                      f"takes {self.upload_wanted}")
+        return [self.decode_bytes(model, body, params)]
+
+    def decode_bytes(self, model, data: bytes, params: dict | None = None):
+        """One raw input from its encoded bytes (an upload, an Open Inference Protocol BYTES element)."""
+        raise RequestRefused(400, "this model takes tensors, not raw BYTES inputs")
 
     def classify_instances(self, instances) -> list | None:
         """A JSON :classify body's instances -> raw inputs; None: they are tensors (the server reads them)."""
@@ -134,13 +143,14 @@ class TextKind(ModelKind):
                 raise InvalidInputError(f"text input {i} is empty")
         return list(items), list(items)
 
-    def decode_upload(self, model, mime, params, body):
-        if not mime.startswith("text/"):
-            return super().decode_upload(model, mime, params, body)
+    upload_types = ("text/",)
+
+    def decode_bytes(self, model, data, params=None):
+        charset = (params or {}).get("charset") or "utf-8"
         try:
-            return [body.decode(params.get("charset") or "utf-8")]
+            return data.decode(charset)
         except (UnicodeDecodeError, LookupError):
-            raise InvalidInputError(f"body is not text in {params.get('charset') or 'utf-8'}") from None
+            raise InvalidInputError(f"the text is not in {charset}") from None
 
     def classify_instances(self, instances):
         if not isinstance(instances, list) or not instances or not all(isinstance(t, str) for t in instances):
@@ -166,7 +176,7 @@ class TextKind(ModelKind):
                       "prepends <START> and pads after the tokens where our LSTM was trained on pre-padded ids")
 
 
-IMAGE_TYPES = {"image/jpeg", "image/jpg", "image/png", "image/bmp", "image/gif", "image/webp"}
+IMAGE_TYPES = ("image/jpeg", "image/jpg", "image/png", "image/bmp", "image/gif", "image/webp")
 
 
 class ImageKind(ModelKind):
@@ -207,15 +217,15 @@ class ImageKind(ModelKind):
         return {"type": "image", "height": int(height), "width": int(width), "channels": 3,
                 "resize": "bilinear", "antialias": False, "preset": preset, **scaling}
 
-    def decode_upload(self, model, mime, params, body):
-        if mime not in IMAGE_TYPES:
-            return super().decode_upload(model, mime, params, body)
+    upload_types = IMAGE_TYPES
+
+    def decode_bytes(self, model, data, params=None):
         from edgekit.runtime.preprocess.image import image_size, read_image_bytes
 
-        width, height = image_size(body, "the upload")  # the header only: refuse a decompression bomb
+        width, height = image_size(data, "the upload")  # the header only: refuse a decompression bomb
         if width * height > MAX_IMAGE_PIXELS:
             raise RequestRefused(413, f"image is {width}x{height} pixels; at most {MAX_IMAGE_PIXELS} pixels")
-        return [read_image_bytes(body, "the upload")]
+        return read_image_bytes(data, "the upload")
 
     def outside_preprocessing(self, shapes, options):
         if options.get("vocab") or options.get("max_len"):
@@ -257,14 +267,14 @@ class SpeechKind(ModelKind):
 
         return AudioPreprocessor(params)
 
-    def decode_upload(self, model, mime, params, body):
-        if mime not in WAV_TYPES:
-            return super().decode_upload(model, mime, params, body)
+    upload_types = WAV_TYPES
+
+    def decode_bytes(self, model, data, params=None):
         import io
 
         from edgekit.runtime.preprocess.audio import read_wav
 
-        return [read_wav(io.BytesIO(body), (model.bundle.preprocessing or {}).get("sample_rate"), name="the upload")]
+        return read_wav(io.BytesIO(data), (model.bundle.preprocessing or {}).get("sample_rate"), name="the upload")
 
     def mediapipe_task(self, metadata, input_spec):
         return None, ("MediaPipe's AudioClassifier feeds raw waveform samples to the model; this model "

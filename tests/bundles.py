@@ -9,6 +9,9 @@ Models (all classify into 3 classes; labels "a", "b", "c"):
 - `dense`: float32 [N, 8] -> Dense(16) -> Dense(3, softmax); class = argmax of a fixed projection.
 - `image`: float32 [N, 16, 16, 3] -> Conv(8) -> GAP -> Dense(3); class = brightest channel.
 - `tokens`: int32 [N, 12] -> Embedding(20, 8) -> GAP -> Dense(3); class = most frequent token group.
+- `pair`: two inputs, float32 `features` [N, 8] and `extra` [N, 4] -> Dense(16) -> two outputs, `cls`
+  (3-class softmax; class = argmax of a fixed projection of both) and `value` (regression); TFLite fp32
+  and int8 (`_build_pair`).
 
 Each model also gets a Keras model directory (`model.keras` + `edgekit.json`) for the bench tests.
 """
@@ -28,11 +31,13 @@ VARIANTS = {
     "image": [("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32")],
     "tokens": [("tflite", "fp32"), ("onnx", "fp32")],
 }
-VERSION = "6"  # bump to invalidate cached bundles when this file changes what it writes
+PAIR_VARIANTS = [("tflite", "fp32"), ("tflite", "int8")]  # (ONNX: the slowest conversion here)
+VERSION = "7"  # bump to invalidate cached bundles when this file changes what it writes
 
 
 def bundle_names() -> list[str]:
-    return [f"{name}-{fmt}-{variant}" for name, rows in VARIANTS.items() for fmt, variant in rows]
+    return ([f"{name}-{fmt}-{variant}" for name, rows in VARIANTS.items() for fmt, variant in rows]
+            + [f"pair-{fmt}-{variant}" for fmt, variant in PAIR_VARIANTS])
 
 
 def build_bundles(out: Path, timeout: float = 900) -> Path:
@@ -173,5 +178,42 @@ def _build(out: Path) -> None:
                 _write_bundle(folder, fmt, variant, name, proto.SerializeToString())
 
 
+def _build_pair(out: Path, rng) -> None:
+    """The two-input, two-output model: inputs and outputs by the Keras names in every bundle (the
+    TFLite signature's names, with the flatbuffer's tensor names as `tensor_name`)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    n = 1200
+    x = {"features": rng.normal(size=(n, 8)).astype("float32"), "extra": rng.normal(size=(n, 4)).astype("float32")}
+    both = np.concatenate([x["features"], x["extra"]], axis=1)
+    cls = np.argmax(both[:, :3] + both[:, 8:11], axis=1)
+    value = (0.5 * x["features"][:, 3] + x["extra"][:, 3])[:, None].astype("float32")
+    a, b = keras.Input((8,), name="features"), keras.Input((4,), name="extra")
+    hidden = keras.layers.Dense(16, activation="relu")(keras.layers.Concatenate()([a, b]))
+    model = keras.Model([a, b], {"cls": keras.layers.Dense(3, activation="softmax", name="cls")(hidden),
+                                 "value": keras.layers.Dense(1, name="value")(hidden)})
+    model.compile("adam", {"cls": "sparse_categorical_crossentropy", "value": "mse"})
+    model.fit(x, {"cls": cls, "value": value}, epochs=30, batch_size=64, verbose=0)
+    acc = float(np.mean(np.argmax(model.predict({k: v[:300] for k, v in x.items()}, verbose=0)["cls"], 1) == cls[:300]))
+    print(f"pair: train accuracy {acc:.3f}", file=sys.stderr)
+    for fmt, variant in PAIR_VARIANTS:
+        conv = tf.lite.TFLiteConverter.from_keras_model(model)
+        if variant == "int8":
+            def representative():
+                for i in range(100):
+                    yield {k: v[i:i + 1] for k, v in x.items()}
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.representative_dataset = representative
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            conv.inference_input_type = tf.int8
+            conv.inference_output_type = tf.int8
+        _write_bundle(out / f"pair-{fmt}-{variant}", fmt, variant, "pair", conv.convert())
+
+
 if __name__ == "__main__":
     _build(Path(sys.argv[1]))
+    import numpy as np
+
+    _build_pair(Path(sys.argv[1]), np.random.default_rng(1))

@@ -30,9 +30,12 @@ import pytest
 
 from edgekit.runtime.backends.base import TensorInfo
 from edgekit.runtime.errors import EdgekitError, ModelFileError
+from edgekit.runtime.serve.app import App
+from edgekit.runtime.serve.auth import check_host, read_token, token_matches
+from edgekit.runtime.serve.httpd import EdgekitHTTPServer
 from edgekit.runtime.serve.metrics import Metrics
+from edgekit.runtime.serve.options import ServeOptions
 from edgekit.runtime.serve.pool import ModelPool
-from edgekit.runtime.serve.server import App, EdgekitHTTPServer, ServeOptions, check_host, read_token, token_matches
 
 TOKEN = "test-token-0123456789abcdef"
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,7 +181,7 @@ class _StandIn:
 @pytest.fixture
 def standin_server():
     options = ServeOptions(port=0, timeout=2.0)
-    app = App({"standin": ModelPool("standin", "standin", 2, _StandIn)}, options)
+    app = App({"standin": {"1": ModelPool("standin", "standin", 2, _StandIn)}}, options)
     server = EdgekitHTTPServer(("127.0.0.1", 0), app)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -638,9 +641,10 @@ def test_bench_serve_reports_the_server_next_to_the_runtime(rt_bundles):
     from edgekit.bench import format_serve, measure_serve
 
     result = measure_serve(rt_bundles / "image-tflite-int8", clients=2, runs=20, warmup=2)
-    for key in ("in_process_1", "in_process_N", "server"):
+    for key in ("in_process_1", "in_process_N", "server", "server_v2", "server_v2_json"):
         assert result[key]["requests"] == 40 and result[key]["requests_per_s"] > 0, key
         assert 0 < result[key]["latency_ms"]["p50"] <= result[key]["latency_ms"]["p99"]
-    assert result["clients"] == 2 and result["server"]["clients"] == 2
+    assert result["clients"] == 2 and result["server"]["clients"] == 2 and result["server_v2_over_server"] > 0
     text = format_serve(result)
     assert "server over loopback, 2 clients" in text and "in-process, 2 threads" in text
+    assert "v2 infer, binary tensors" in text and "v2 binary / v1 = " in text

@@ -1,6 +1,7 @@
 """`python -m edgekit.runtime serve BUNDLE...` (and `edgekit serve`): an HTTP inference server for
-bundles, speaking TensorFlow Serving's REST API where it applies. Standard library + numpy + the
-backends only, so it installs wherever the `runtime` extra does (aarch64, armv7).
+bundles, speaking TensorFlow Serving's REST API (/v1) and the Open Inference Protocol (KServe's v2
+protocol, /v2) side by side. Standard library + numpy + the backends only, so it installs wherever
+the `runtime` extra does (aarch64, armv7).
 
     GET  /healthz                      {"status": "ok", "models": {...}}
     GET  /metrics                      Prometheus text: requests, errors, latency histogram per model
@@ -8,22 +9,26 @@ backends only, so it installs wherever the `runtime` extra does (aarch64, armv7)
     POST /v1/models/NAME:predict       {"instances": [...]} or {"inputs": ...} -> {"predictions": [...]}
     POST /v1/models/NAME:classify      raw photo / WAV / text body (by Content-Type), or JSON
                                        {"instances": [...]} -> labels with probabilities
+    GET  /v2, /v2/health/live|ready    server metadata, probes
+    GET  /v2/models/NAME[/versions/V][/ready]     model metadata (tensors), readiness
+    POST /v2/models/NAME[/versions/V]/infer       tensors by name (JSON or binary) -> outputs by name
 
-Modules: `server` (HTTP, auth, limits, draining), `pool` (several interpreters per bundle),
-`inputs` (request bodies -> model inputs), `metrics` (Prometheus counters and histograms).
-This module only declares the command-line flags, so building the CLI parser stays cheap.
+`server.serve` is the entry point; its docstring lists the modules. This module only declares the
+command-line flags, so building the CLI parser stays cheap.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from edgekit.runtime.serve.limits import (  # noqa: F401 - the flags' defaults, also for callers
+from edgekit.runtime.commandline import BACKEND_CHOICES, positive_int
+from edgekit.runtime.serve.options import (
     DEFAULT_HOST,
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_PORT,
     DEFAULT_TIMEOUT_S,
+    ServeOptions,
 )
 
 
@@ -49,10 +54,9 @@ def _positive_float(text: str) -> float:
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """The `serve` flags, shared by `python -m edgekit.runtime serve` and `edgekit serve`."""
-    from edgekit.runtime.commandline import BACKEND_CHOICES, positive_int
-
-    parser.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundle folders; each is served under "
-                                                                    "its folder's name")
+    parser.add_argument("bundles", nargs="+", metavar="BUNDLE",
+                        help="bundle folders, each served under its folder's name; a folder of numbered "
+                             "bundle folders (NAME/1, NAME/2) is one model with those versions")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help=f"address to listen on (default {DEFAULT_HOST}; any other needs --token-file)")
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}; 0 picks a free one")
@@ -71,7 +75,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def serve_command(args) -> int:
-    from edgekit.runtime.serve.server import ServeOptions, serve
+    from edgekit.runtime.serve.server import serve
 
     options = ServeOptions(host=args.host, port=args.port, threads=args.threads, token_file=args.token_file,
                            backend=None if args.backend in (None, "auto") else args.backend,
