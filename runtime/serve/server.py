@@ -27,7 +27,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from edgekit.runtime.errors import EdgekitError, InvalidInputError, first_line
-from edgekit.runtime.serve import DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_S
+from edgekit.runtime.serve import DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_S, reload
 from edgekit.runtime.serve.inputs import HTTPError, classify_inputs, media_type, parse_json, predict_feed
 from edgekit.runtime.serve.metrics import CONTENT_TYPE as METRICS_TYPE
 from edgekit.runtime.serve.metrics import Metrics
@@ -86,7 +86,7 @@ def bundle_names(bundles: list[str]) -> dict[str, Path]:
     names: dict[str, Path] = {}
     for item in bundles:
         path = Path(item).resolve()
-        name = path.stem if path.is_file() else path.name
+        name = reload.served_name(item)  # a fleet's NAME/current link: NAME
         if name in names:
             raise EdgekitError(f"two bundles would both be served as {name!r}: {names[name]} and {path}; "
                                "rename one folder")
@@ -528,9 +528,12 @@ def serve(bundles: list[str], options: ServeOptions = ServeOptions()) -> int:
         shown = f"[{host}]" if ":" in host else host
         _log(f"serving {', '.join(names)} on http://{shown}:{port} ({workers} interpreter"
              f"{'s' if workers > 1 else ''} per model{', bearer token required' if token else ''})")
+        watcher = reload.watch(bundles, pools, options.backend, _log)  # linked bundles follow their link
         try:
             server.serve_forever(poll_interval=0.2)
         finally:
+            if watcher:
+                watcher.stop()
             server.server_close()  # waits for the handler threads: requests in flight finish
             server.tracker.stop()
             for sig, handler in previous.items():
