@@ -74,6 +74,102 @@ def test_the_runtime_wheel_is_reproducible_and_holds_only_the_device_side():
     assert "edgekit/runtime/__init__.py,sha256=" in record
 
 
+def test_every_file_of_the_role_ships_in_the_wheel():
+    """The role is package data: each of its files is matched by pyproject's package-data or lies in a
+    listed package (the two Python plugin folders)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    fleet = root / "devices" / "fleet"
+    shipped = {p for pattern in config["package-data"]["edgekit.devices.fleet"] for p in fleet.glob(pattern)}
+    for package in config["packages"]:
+        if package.startswith("edgekit.devices.fleet"):
+            folder = root / "devices" / Path(*package.split(".")[2:])
+            shipped |= set(folder.glob("*.py"))
+    files = {p for p in (fleet / "ansible").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert files and files <= shipped, sorted(str(p.relative_to(fleet)) for p in files - shipped)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_the_roles_systemd_unit_is_valid(tmp_path):
+    """The unit the role installs where a device runs systemd (docs/serving.md's), rendered for two
+    bundles and checked by systemd's own parser (the test hosts have no systemd to run it)."""
+    import jinja2
+
+    launcher = tmp_path / "edgekit" / "bin" / "edgekit-runtime"
+    launcher.parent.mkdir(parents=True)
+    launcher.write_text("#!/bin/sh\n")
+    launcher.chmod(0o755)
+    template = (PLAYBOOKS["deploy"].parent / "roles" / "edgekit" / "templates" / "edgekit.service.j2").read_text()
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    unit = env.from_string(template).render(
+        ansible_managed="managed by Ansible", edgekit_serve_bundles=[], edgekit_names=["text", "image"],
+        ansible_facts={"edgekit": {"user": "root", "launcher": str(launcher), "root": str(tmp_path / "edgekit")}},
+        edgekit_serve_host="0.0.0.0", edgekit_serve_port=8500, edgekit_serve_threads=4,
+        edgekit_serve_token_file="/etc/edgekit/token")
+    path = tmp_path / "edgekit.service"
+    path.write_text(unit)
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert exec_start == (f"ExecStart={launcher} serve {tmp_path}/edgekit/bundles/text/current "
+                          f"{tmp_path}/edgekit/bundles/image/current --host 0.0.0.0 --port 8500 --threads 4 "
+                          "--token-file /etc/edgekit/token")
+    proc = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60)
+    problems = [line for line in proc.stderr.splitlines() if str(path) in line]
+    assert proc.returncode == 0 and not problems, proc.stderr
+
+
+class _Copy:
+    """A stand-in model copy that remembers whether it was closed."""
+
+    def __init__(self, release: str):
+        self.release, self.closed = release, False
+        self.bundle = type("B", (), {"manifest": {}, "task": "tensor", "format": "tflite", "variant": "fp32",
+                                     "sha256": release, "preprocessing": None})()
+        self.runner = type("R", (), {"inputs": [], "outputs": []})()
+        self.backend, self.labels = "standin", None
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_pool_swaps_releases_while_requests_hold_the_old_copies():
+    from edgekit.runtime.serve.pool import ModelPool
+
+    pool = ModelPool("m", "releases/a", 2, lambda: _Copy("a"))
+    with pool.lend(1.0) as held:                     # a request in flight on release a
+        old = pool.swap("releases/b", lambda: _Copy("b"))
+        assert old == Path("releases/a") and pool.path == Path("releases/b") and pool.metadata["sha256"] == "b"
+        with pool.lend(1.0) as fresh:                # a new request gets release b at once
+            assert fresh.release == "b"
+        assert held.release == "a" and not held.closed  # still answering on its copy
+    assert held.closed                               # closed after the last request on it
+    with pool.lend(1.0) as model:
+        assert model.release == "b"
+    pool.swap("releases/c", lambda: _Copy("c"))      # nothing in flight: the old copies close at once
+    assert model.closed
+    pool.close()
+
+
+def test_hosts_the_play_never_reached_are_reported_not_run():
+    from edgekit.devices.fleet import report
+
+    data = {"hosts": {"a": {"stats": {"ok": 3, "changed": 1, "failures": 0}, "facts": {"machine": "aarch64"},
+                            "bundles": {"m": {"result": {"name": "m", "current": "r2", "previous": "r1",
+                                                         "releases": ["r1", "r2"], "changed": True, "replaced": "r1",
+                                                         "record": {"passed": True, "latency_ms": {"p50": 4.2},
+                                                                    "backend": "litert", "golden": {}}}}}}}}
+    rows = report.host_entries("deploy", ["a", "b"], data, 25)
+    assert rows[0]["status"] == "changed" and rows[0]["bundles"][0]["release"] == "r2"
+    assert rows[1] == {"host": "b", "status": "not run", "bundles": [],
+                       "reason": "the play stopped before this host (more than 25% of a batch failed)"}
+    result = {"action": "deploy", "hosts": rows, "summary": report.summarize(rows), "seconds": 2.0,
+              "seconds_per_host": 1.0}
+    table = report.table(result)
+    assert "switched from r1" in table and "NOT RUN: the play stopped" in table and "4.200" in table
+    assert "1 not run" in report.summary_line(result)
+
+
 @needs_ansible
 @pytest.mark.parametrize("argv, message", [
     (["fleet", "deploy", "missing.ini", "BUNDLE"], "inventory not found: missing.ini"),
@@ -240,11 +336,11 @@ def fleet(tmp_path_factory):
         hosts.stop()
 
 
-def _fleet(argv: list[str], out: Path, capsys) -> tuple[int, dict, str]:
+def _fleet(argv: list[str], out: Path, capsys) -> tuple[int, dict, str, str]:
     rc = main([*argv, "--json", str(out)])
     captured = capsys.readouterr()
     assert out.is_file(), captured.err[-3000:]
-    return rc, json.loads(out.read_text()), captured.out
+    return rc, json.loads(out.read_text()), captured.out, captured.err
 
 
 def _by_host(report: dict) -> dict[str, dict]:
@@ -257,7 +353,7 @@ def _bundles(entry: dict) -> dict[str, dict]:
 
 @needs_ansible
 @pytest.mark.timeout(900)
-@pytest.mark.cost(150)
+@pytest.mark.cost(120)
 def test_a_fleet_deploys_verifies_serves_and_rolls_back(rt_bundles, fleet, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ANSIBLE_SSH_CONTROL_PATH_DIR", str(fleet.control_dir))
     # no -C: every archive is gzipped already, so ssh compression only costs CPU
@@ -269,7 +365,7 @@ def test_a_fleet_deploys_verifies_serves_and_rolls_back(rt_bundles, fleet, tmp_p
     timings = {}
 
     # 1. first deploy: runtime and both bundles on every host, golden check there, `current` switched
-    rc, report, out = _fleet(["fleet", "deploy", inventory, str(releases["v1/dense"]), str(releases["v1/tokens"])],
+    rc, report, out, err = _fleet(["fleet", "deploy", inventory, str(releases["v1/dense"]), str(releases["v1/tokens"])],
                              tmp_path / "first.json", capsys)
     assert rc == 0 and report["passed"], out
     timings["first"] = report["seconds"]
@@ -309,8 +405,9 @@ def test_a_fleet_deploys_verifies_serves_and_rolls_back(rt_bundles, fleet, tmp_p
     try:
         client.thread.start()
         _wait_for(client, expected, v1)
-        rc, report, out = _fleet(["fleet", "deploy", inventory, str(releases["v2/dense"]), str(releases["v1/tokens"])],
-                                 tmp_path / "new.json", capsys)
+        rc, report, out, err = _fleet(["fleet", "deploy", inventory, str(releases["v2/dense"]),
+                                       str(releases["v1/tokens"]), "--serial", "2", "--max-fail-percent", "50"],
+                                      tmp_path / "new.json", capsys)
         _wait_for(client, expected, v2)
     finally:
         client.stop.set()
@@ -329,15 +426,22 @@ def test_a_fleet_deploys_verifies_serves_and_rolls_back(rt_bundles, fleet, tmp_p
         assert b["dense"]["release"] == v2 and b["dense"]["previous"] == v1 and b["dense"]["golden"] == "pass"
         assert b["tokens"]["release"] == tokens and not b["tokens"]["changed"]
     assert "FAILED: cannot write to" in out and f"(kept {v1})" in out
+    assert err.count("TASK [edgekit : golden check on the device") == 2  # --serial 2: two batches of two
     seen = client.which(expected)
     assert "failed" not in seen and "?" not in seen, [a for a in client.answers if a[0] != 200][:3]
     assert seen[0] == v1 and seen[-1] == v2 and v1 not in seen[seen.index(v2):]
 
-    # 4. rollback: pi2..pi4 return to v1; pi5 has no previous release of dense, and says so
-    rc, report, out = _fleet(["fleet", "rollback", inventory, "dense"], tmp_path / "rollback.json", capsys)
+    # 4. rollback: pi2..pi4 return to v1; pi5 has no previous release of dense, and says so; a host
+    # that is switched off (nothing listens on 127.0.0.6) is reported unreachable
+    with_dead = tmp_path / "with-dead-host.ini"
+    with_dead.write_text(fleet.inventory.read_text().replace("[pis]\n", "[pis]\npi6 ansible_host=127.0.0.6 "
+                                                             f"ansible_port={fleet.hosts[0]['port']}\n"))
+    rc, report, out, err = _fleet(["fleet", "rollback", str(with_dead), "dense"], tmp_path / "rollback.json", capsys)
     assert rc == 1, out
     entries = _by_host(report)
     assert entries["pi5"]["status"] == "failed" and "no previous release of dense" in entries["pi5"]["reason"]
+    assert entries["pi6"]["status"] == "unreachable" and "127.0.0.6" in entries["pi6"]["reason"]
+    assert report["summary"] == {**report["summary"], "ok": 3, "failed": 1, "unreachable": 1}
     for name in ("pi2", "pi3", "pi4"):
         b = _bundles(entries[name])["dense"]
         assert (b["release"], b["previous"], b["changed"]) == (v1, v2, True)
@@ -345,7 +449,7 @@ def test_a_fleet_deploys_verifies_serves_and_rolls_back(rt_bundles, fleet, tmp_p
     timings["rollback"] = report["seconds"]
 
     # 5. status: per host architecture, release per bundle, its golden result and latency
-    rc, report, out = _fleet(["fleet", "status", inventory], tmp_path / "status.json", capsys)
+    rc, report, out, err = _fleet(["fleet", "status", inventory], tmp_path / "status.json", capsys)
     assert rc == 0, out
     for entry in report["hosts"]:
         b = _bundles(entry)

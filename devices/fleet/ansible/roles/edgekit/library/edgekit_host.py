@@ -268,7 +268,7 @@ def launcher_keys(root):
     return {}
 
 
-def facts(params):
+def facts(params, check_mode=False):
     root = _root(params)
     names = params.get("bundles")
     if not names:
@@ -282,7 +282,7 @@ def facts(params):
     except OSError:
         runtimes = []
     incoming = os.path.join(root, ".incoming")
-    if params.get("incoming"):
+    if params.get("incoming") and not check_mode:
         _makedirs(incoming)
     libc, libc_version = platform.libc_ver()
     return {"root": root, "incoming": incoming, "user": pwd.getpwuid(os.getuid()).pw_name,
@@ -498,7 +498,7 @@ def main():
     action = module.params["action"]
     try:
         if action == "facts":
-            module.exit_json(changed=False, ansible_facts={"edgekit": facts(module.params)})
+            module.exit_json(changed=False, ansible_facts={"edgekit": facts(module.params, module.check_mode)})
         handler = {"runtime": runtime, "deploy": deploy, "rollback": rollback}[action]
         module.exit_json(**handler(module.params, module.check_mode))
     except HostError as exc:
