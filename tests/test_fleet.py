@@ -353,7 +353,7 @@ def _bundles(entry: dict) -> dict[str, dict]:
 
 @needs_ansible
 @pytest.mark.timeout(900)
-@pytest.mark.cost(120)
+@pytest.mark.cost(90)
 def test_a_fleet_deploys_verifies_serves_and_rolls_back(rt_bundles, fleet, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ANSIBLE_SSH_CONTROL_PATH_DIR", str(fleet.control_dir))
     # no -C: every archive is gzipped already, so ssh compression only costs CPU

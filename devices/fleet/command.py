@@ -32,6 +32,9 @@ def find_tool(name: str) -> str:
         return str(here)
     found = shutil.which(name)
     if not found:
+        if sys.version_info < (3, 11):
+            raise UserError(f"{name} not found: edgekit fleet needs Python 3.11 or newer on the controller "
+                            "(ansible-core 2.19.14, the fleet extra's pin)")
         raise UserError(f"{name} not found: {INSTALL_HINT}")
     return found
 

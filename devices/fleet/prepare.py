@@ -18,6 +18,7 @@ Python and glibc from the machine's own pip configuration.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import io
@@ -33,9 +34,8 @@ from pathlib import Path
 from edgekit import __version__
 from edgekit.core import UserError, atomic_write_bytes, log
 from edgekit.devices import emulation
-from edgekit.devices.check import make_golden, read_bundle, stage_runtime
 from edgekit.runtime import profiles
-from edgekit.runtime.errors import EdgekitError
+from edgekit.runtime.errors import EdgekitError, first_line
 
 GOLDEN_SAMPLES = 32
 # A release archive up to this size travels inside the deploy task's arguments (base64): one ssh
@@ -87,6 +87,8 @@ def _tar_gz(members: list[tuple[Path, str]], out: Path, level: int = 1) -> None:
 def bundle_release(path: str, golden: str | None = None, samples: int = GOLDEN_SAMPLES) -> dict:
     """One bundle made ready to ship: its release id, its golden file, and the archive a device
     unpacks (`release/`: the bundle; `golden.npz`)."""
+    from edgekit.devices.check import make_golden, read_bundle  # numpy and the runtime: only here
+
     bundle, manifest = read_bundle(path)
     release = content_hash(bundle)
     root = cache_dir()
@@ -177,9 +179,33 @@ def _runtime_extra(machine: str, python: str) -> list[str]:
     return wanted
 
 
+def _runtime_sources() -> str:
+    """A digest of what `check.stage_runtime` copies (the `edgekit` root's __init__ and the runtime
+    package without caches and notes): the same digest, the same wheel."""
+    import edgekit
+    from edgekit import runtime
+
+    digest = hashlib.sha256(f"{__version__}\n".encode())
+    folder = Path(runtime.__file__).parent
+    files = {"__init__.py": Path(edgekit.__file__)}
+    files.update({f"runtime/{p.relative_to(folder).as_posix()}": p for p in folder.rglob("*")
+                  if p.is_file() and p.suffix not in (".pyc", ".md") and "__pycache__" not in p.parts})
+    for name, path in sorted(files.items()):
+        digest.update(f"{name}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def runtime_wheel() -> tuple[Path, str]:
     """edgekit's device side (the `edgekit` root's __init__ and `edgekit.runtime`, what
-    `devices check` and `deploy` stage) as a pure-Python wheel; (path, key)."""
+    `devices check` and `deploy` stage) as a pure-Python wheel; (path, key). Built once per version
+    of those sources (a lookup by their digest skips staging and zipping)."""
+    index = cache_dir() / "wheels" / f"sources-{_runtime_sources()}.json"
+    if index.is_file():
+        known = json.loads(index.read_text())
+        if Path(known["path"]).is_file():
+            return Path(known["path"]), known["key"]
+    from edgekit.devices.check import stage_runtime
+
     with tempfile.TemporaryDirectory(prefix="edgekit-wheel-") as tmp:
         stage = stage_runtime(Path(tmp) / "stage")
         files = sorted(p for p in stage.rglob("*") if p.is_file())
@@ -204,6 +230,7 @@ def runtime_wheel() -> tuple[Path, str]:
     path = cache_dir() / "wheels" / key / f"keras_edgekit-{__version__}-py3-none-any.whl"
     if not path.is_file():
         atomic_write_bytes(path, data)
+    atomic_write_bytes(index, json.dumps({"path": str(path), "key": key}).encode())
     return path, key
 
 
@@ -246,33 +273,32 @@ def prepare_runtime(platforms: list[dict]) -> dict:
 # ------------------------------------------------------------------------------------------ main
 
 def main(argv: list[str] | None = None) -> int:
-    from edgekit.runtime.cli import ArgumentParser, positive_int, run_command
-
-    parser = ArgumentParser(prog="python -m edgekit.devices.fleet.prepare",
-                            description="controller side of edgekit's fleet role (JSON on stdout)")
+    parser = argparse.ArgumentParser(prog="python -m edgekit.devices.fleet.prepare", allow_abbrev=False,
+                                     description="controller side of edgekit's fleet role (JSON on stdout)")
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("bundles", help="release id, archive and golden file per bundle")
     p.add_argument("--spec", required=True, help="JSON list: bundle paths or {path, golden}")
-    p.add_argument("--samples", type=positive_int, default=GOLDEN_SAMPLES)
+    p.add_argument("--samples", type=int, default=GOLDEN_SAMPLES)
     p = sub.add_parser("runtime", help="site archive and edgekit wheel per device platform")
     p.add_argument("--platforms", required=True, help="JSON list of {machine, python, libc, libc_version}")
     args = parser.parse_args(argv)
-
-    def command() -> int:
-        try:
-            spec = json.loads(args.spec if args.what == "bundles" else args.platforms)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"--{'spec' if args.what == 'bundles' else 'platforms'} is not JSON: {exc}") from None
+    try:
+        spec = json.loads(args.spec if args.what == "bundles" else args.platforms)
         if not isinstance(spec, list):
             raise UserError("expected a JSON list")
-        if args.what == "bundles":
-            doc = {"bundles": prepare_bundles(spec, args.samples)}
-        else:
-            doc = {"platforms": prepare_runtime(spec)}
-        print(json.dumps(doc))
-        return 0
-
-    return run_command(parser.prog, command)
+        doc = ({"bundles": prepare_bundles(spec, max(1, args.samples))} if args.what == "bundles"
+               else {"platforms": prepare_runtime(spec)})
+    except json.JSONDecodeError as exc:
+        print(f"{parser.prog}: error: not JSON: {exc}", file=sys.stderr)
+        return 2
+    except EdgekitError as exc:  # one line, as both CLIs end (the role shows it as the task's failure)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        print(f"{parser.prog}: internal error: {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
+        return 3
+    print(json.dumps(doc))
+    return 0
 
 
 if __name__ == "__main__":

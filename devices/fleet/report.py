@@ -32,7 +32,7 @@ def host_entries(action: str, hosts: list[str], data: dict, max_fail_percent: fl
             "python": _python_version(facts.get("python")),
             "libc": " ".join(str(v) for v in (facts.get("libc"), facts.get("libc_version")) if v) or None,
             "systemd": facts.get("systemd"),
-            "runtime": facts.get("runtime") or (h.get("runtime") or {}).get("runtime"),
+            "runtime": (h.get("runtime") or {}).get("runtime") or facts.get("runtime"),
             "changed": stats.get("changed", 0), "stats": stats, "task_seconds": h.get("task_seconds") or {},
             "bundles": [bundle_entry(n, b) for n, b in sorted((h.get("bundles") or {}).items())],
         })
