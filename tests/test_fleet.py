@@ -322,6 +322,60 @@ def test_the_server_follows_a_current_link_without_failed_requests(rt_bundles, t
     assert "dense: now serving" in (tmp_path / "serve.log").read_text()
 
 
+def _host_module():
+    import importlib.util
+
+    path = PLAYBOOKS["deploy"].parent / "roles" / "edgekit" / "library" / "edgekit_host.py"
+    spec = importlib.util.spec_from_file_location("edgekit_host", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_ansible
+def test_a_release_that_fails_its_golden_check_is_not_switched_to(rt_bundles, tmp_path):
+    """The device side without ssh: `deploy` of a good release switches `current`; a release whose
+    golden check fails on the device stays beside it, recorded as failed, with a one-line reason; and
+    `rollback` without a previous release says so."""
+    from edgekit.devices.check import stage_runtime
+
+    host = _host_module()
+    root = tmp_path / "edgekit"
+    edgekit_dir, site = root / "runtime" / "edgekit-k", root / "runtime" / "site-s"
+    stage_runtime(edgekit_dir)
+    site.mkdir()
+    for folder in (edgekit_dir, site):
+        (folder / ".complete").touch()
+    # the launcher's keys name the runtime: this test's own Python with its own backends
+    (root / "bin").mkdir()
+    (root / "bin" / "edgekit-runtime").write_text(host.KEYS_LINE + json.dumps(
+        {"site": "s", "edgekit": "k", "python": sys.executable}) + "\n")
+    releases = _releases(rt_bundles, tmp_path / "src")
+    good = prepare.bundle_release(str(releases["v1/dense"]))
+    params = {"root": str(root), "name": "dense", "device": None, "bench_runs": 3, "keep": 3, "archive": None}
+    with pytest.raises(host.HostError, match="no previous release of dense to roll back to .none deployed"):
+        host.rollback(params, False)
+    result = host.deploy({**params, "release": good["release"], "payload": good["inline"]}, False)
+    assert result["changed"] and result["edgekit"]["current"] == good["release"]
+    # a golden file whose reference is not what the new release computes (every row shifted by one)
+    with np.load(good["golden"]) as data:
+        arrays = dict(data)
+    arrays["reference"] = np.roll(arrays["reference"], 1, axis=0)
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, **arrays)
+    bad = prepare.bundle_release(str(releases["v2/dense"]), golden=str(wrong))
+    with pytest.raises(host.HostError) as failed:
+        host.deploy({**params, "release": bad["release"], "payload": bad["inline"]}, False)
+    reason = str(failed.value)
+    assert reason.startswith("golden check failed: ") and "\n" not in reason, reason
+    assert failed.value.details["record"]["passed"] is False
+    state = host.bundle_state(str(root), "dense")
+    assert state["current"] == good["release"] and bad["release"] in state["releases"]  # kept, not switched
+    assert os.readlink(root / "bundles" / "dense" / "current") == f"releases/{good['release']}"
+    again = host.deploy({**params, "release": good["release"]}, False)
+    assert not again["changed"]  # already current: nothing to do, nothing uploaded
+
+
 # -------------------------------------------------------------------------------------- the fleet
 
 @pytest.fixture(scope="module")
