@@ -44,6 +44,17 @@ def system_python() -> str | None:
     return None
 
 
+def _remove_stale_users() -> None:
+    """Users an earlier run made (edgekit-fleet-PID-N) and could not remove, if that run is gone."""
+    import pwd
+
+    for entry in pwd.getpwall():
+        parts = entry.pw_name[len(USER_PREFIX):].split("-")
+        if entry.pw_name.startswith(USER_PREFIX) and len(parts) == 2 and parts[0].isdigit():
+            if not os.path.exists(f"/proc/{parts[0]}"):
+                subprocess.run(["userdel", entry.pw_name], capture_output=True)
+
+
 def _free_port(address: str) -> int:
     with socket.socket() as s:
         s.bind((address, 0))
@@ -61,6 +72,8 @@ class Hosts:
         self.procs: list[subprocess.Popen] = []
         self.users: list[str] = []
         sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+        if self.as_root:
+            _remove_stale_users()
         keys = self.base / "keys"
         keys.mkdir(exist_ok=True)
         self.client_key = keys / "client"
@@ -79,7 +92,7 @@ class Hosts:
                 name = f"pi{i + 2}"
                 home = self.homes / name
                 home.mkdir(mode=0o755)
-                user = self._user(f"{USER_PREFIX}{i + 2}", home) if self.as_root else getpass.getuser()
+                user = self._user(f"{USER_PREFIX}{os.getpid()}-{i + 2}", home) if self.as_root else getpass.getuser()
                 host_key = keys / f"host-{name}"
                 subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
                 port = _free_port(address)
