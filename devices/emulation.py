@@ -321,26 +321,36 @@ def ensure_site(profile: dict) -> Path:
     q = profile["qemu"]
     if not q["wheels"]:
         return Path()
-    key = _digest([q["wheels"], q["python_platform_tags"], q["python_version"], q.get("wheel_deps")])
-    final = cache_dir() / "site" / f"{q['debian_arch']}-{key}"
+    return install_wheels(q["debian_arch"], q["wheels"], q["python_platform_tags"], q["python_version"],
+                          q.get("wheel_deps", True))
+
+
+def install_wheels(label: str, wheels: list[str], platform_tags: list[str], python_version: str,
+                   deps: bool = True) -> Path:
+    """`wheels` (requirements) for another platform, from the machine's configured package index,
+    installed with `pip install --target --platform ...` into site/<label>-<hash>/ (cached, built
+    atomically). Used by `devices check` (the emulated device's site) and `fleet deploy` (what the
+    hosts run)."""
+    key = _digest([wheels, platform_tags, python_version, deps])
+    final = cache_dir() / "site" / f"{label}-{key}"
     with _locked("site"):
         if not (final / ".complete").is_file():
-            log(f"devices: downloading {q['debian_arch']} wheels: {', '.join(q['wheels'])} (first run only)")
+            log(f"devices: downloading {label} wheels: {', '.join(wheels)} (first run only)")
             start = time.perf_counter()
             with _building(final) as tmp:
                 argv = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "--no-compile", "--target", str(tmp), "--python-version", q["python_version"],
+                        "--no-compile", "--target", str(tmp), "--python-version", python_version,
                         "--only-binary=:all:", "--implementation", "cp"]
-                for tag in q["python_platform_tags"]:
+                for tag in platform_tags:
                     argv += ["--platform", tag]
-                if not q.get("wheel_deps", True):
+                if not deps:
                     argv.append("--no-deps")
-                _run(argv + list(q["wheels"]), f"pip install of {q['debian_arch']} wheels",
+                _run(argv + list(wheels), f"pip install of {label} wheels",
                      hint=" (the first run needs access to the package index)")
-                same_minor = f"{sys.version_info[0]}.{sys.version_info[1]}" == q["python_version"]
+                same_minor = f"{sys.version_info[0]}.{sys.version_info[1]}" == python_version
                 if same_minor:
                     _precompile(tmp)
-                (tmp / ".complete").write_text(" ".join(q["wheels"]) + "\n")
+                (tmp / ".complete").write_text(" ".join(wheels) + "\n")
             log(f"  wheels ready in {time.perf_counter() - start:.0f} s")
     return final
 

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="STAGE", required=True)
     # one function per stage, in the order `edgekit --help` lists them
     for add in (_add_train, _add_export, _add_verify, _add_predict, _add_listen, _add_bench, _add_serve,
-                _add_devices, _add_deploy, _add_pipeline):
+                _add_devices, _add_deploy, _add_fleet, _add_pipeline):
         add(sub)
     return parser
 
@@ -218,6 +218,34 @@ def _add_deploy(sub) -> None:
     p.add_argument("--json", dest="json_path", metavar="FILE")
 
 
+def _add_fleet(sub) -> None:
+    p = sub.add_parser("fleet", help="deploy, verify and roll back bundles on many devices through Ansible "
+                                     "(docs/fleet.md)")
+    fsub = p.add_subparsers(dest="fleet_command", metavar="ACTION", required=True)
+    f = fsub.add_parser("deploy", help="a new release of each bundle on every host; `current` switches only "
+                                       "where the golden check passes there")
+    f.add_argument("inventory", metavar="INVENTORY", help="an Ansible inventory (file, folder or host list)")
+    f.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundle folders; each is deployed under its "
+                                                               "folder's name")
+    f.add_argument("--limit", metavar="PATTERN", help="only the hosts matching this Ansible pattern")
+    f.add_argument("--serial", metavar="N|N%", help="hosts per batch (rolling update; default: all at once)")
+    f.add_argument("--max-fail-percent", type=float, metavar="P",
+                   help="stop before the next batch when more than P%% of a batch failed (default: never)")
+    f.add_argument("--golden", action="append", default=[], metavar="[NAME=]FILE",
+                   help="golden npz with Keras outputs (`verify --save-golden`) for every bundle, or NAME=FILE "
+                        "for one (default: the same bundle run here)")
+    f.add_argument("--json", dest="json_path", metavar="FILE", help="write the fleet report as JSON")
+    f = fsub.add_parser("rollback", help="return hosts to their previous release of bundle NAME")
+    f.add_argument("inventory", metavar="INVENTORY")
+    f.add_argument("name", metavar="NAME", help="the bundle's name (its folder's name)")
+    f.add_argument("--limit", metavar="PATTERN")
+    f.add_argument("--json", dest="json_path", metavar="FILE")
+    f = fsub.add_parser("status", help="per host: architecture, release per bundle, golden result, latency")
+    f.add_argument("inventory", metavar="INVENTORY")
+    f.add_argument("--limit", metavar="PATTERN")
+    f.add_argument("--json", dest="json_path", metavar="FILE")
+
+
 def _add_pipeline(sub) -> None:
     p = sub.add_parser("pipeline", help="train -> export -> verify all three models, one report")
     p.add_argument("--out", default="edgekit-output", help="output folder (default edgekit-output)")
@@ -246,6 +274,7 @@ COMMANDS = {
     "listen": "edgekit.runtime.cli:listen_command",
     "devices": "edgekit.devices.command:run",
     "deploy": "edgekit.devices.deploy:run",
+    "fleet": "edgekit.devices.fleet.command:run",
     "pipeline": "edgekit.pipeline:run",
 }
 

@@ -9,7 +9,7 @@ import pytest
 
 from edgekit.cli import COMMANDS, build_parser, main
 
-STAGES = ["train", "export", "verify", "predict", "listen", "bench", "serve", "devices", "deploy", "pipeline"]
+STAGES = ["train", "export", "verify", "predict", "listen", "bench", "serve", "devices", "deploy", "fleet", "pipeline"]
 
 
 def test_help_lists_every_stage():

@@ -36,6 +36,11 @@ RUNTIME_LAYERS = [
     ("cli",),
     ("__main__",),
 ]
+# Packages whose modules are layered among themselves (bottom to top), inside their package's layer.
+SUB_LAYERS = {
+    f"{RUNTIME}.serve": ["options", "inputs", "reply", "metrics", "pool", "reload", "auth", "catalog", "tensors",
+                         "tfserving", "oip", "app", "httpd", "server", ""],   # "": the package's __init__
+}
 HOST_LAYERS = ["edgekit.core", "edgekit.train", "edgekit.export", "edgekit.devices", "edgekit.verify", "edgekit"]
 # Imports between components of one layer that are allowed (importer, imported).
 PEERS = {
@@ -88,8 +93,19 @@ def import_graph(modules: dict[str, Path]) -> dict[str, list[tuple[int, str]]]:
     return {m: list(dict.fromkeys(_imports(m, p, known))) for m, p in modules.items()}
 
 
-def component(module: str) -> tuple[int, str]:
-    """(layer index, component name) of a module of the distribution."""
+def component(module: str) -> tuple[float, str]:
+    """(layer, component name) of a module of the distribution; a module of a SUB_LAYERS package sits
+    in its own sub-layer, between its package's layer and the next."""
+    for package, order in SUB_LAYERS.items():
+        if module == package or module.startswith(package + "."):
+            level, _ = _top_component(package)
+            part = module[len(package) + 1:].split(".")[0] if module != package else ""
+            assert part in order, f"{module}: add {part!r} to SUB_LAYERS[{package!r}]"
+            return level + (order.index(part) + 1) / (len(order) + 1), f"{package}.{part}" if part else package
+    return _top_component(module)
+
+
+def _top_component(module: str) -> tuple[int, str]:
     if module == RUNTIME or module.startswith(RUNTIME + "."):
         part = module[len(RUNTIME) + 1:].split(".")[0] if module != RUNTIME else ""
         for i, layer in enumerate(RUNTIME_LAYERS):
@@ -206,6 +222,7 @@ def test_a_cycle_is_found_even_through_an_import_inside_a_function(tmp_path):
     (f"{RUNTIME}.preprocess.text", "def f():\n    from edgekit.runtime.kinds import KINDS\n", "a higher layer"),
     (f"{RUNTIME}.bundle", "from edgekit.runtime.heads import HEADS\n", "an undeclared peer"),
     (f"{RUNTIME}.kinds", "import edgekit.runtime.gates\n", "an undeclared peer"),
+    (f"{RUNTIME}.serve.inputs", "from edgekit.runtime.serve.app import App\n", "a higher layer"),   # SUB_LAYERS
     ("edgekit.export.x", "import export.tflite\n", "old top-level"),
     (f"{RUNTIME}.bundle", "import tensorflow\n", "host-only"),
 ])

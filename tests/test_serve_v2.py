@@ -288,31 +288,6 @@ def test_v2_routes_answers_and_errors_on_a_stand_in(standin_port):
     assert 'edgekit_request_duration_seconds_count{model="two"}' in metrics
 
 
-# --------------------------------------------------------------------------- the package's layout
-
-# Bottom to top: each module imports only modules before it (imports inside functions count).
-SERVE_ORDER = ["options", "inputs", "reply", "metrics", "pool", "auth", "catalog", "tensors", "tfserving", "oip",
-               "app", "httpd", "server", "__init__"]
-
-
-def test_serve_modules_import_only_downwards():
-    folder = ROOT / "runtime" / "serve"
-    assert sorted(p.stem for p in folder.glob("*.py")) == sorted(SERVE_ORDER)
-    for i, module in enumerate(SERVE_ORDER):
-        tree = ast.parse((folder / f"{module}.py").read_text())
-        used = set()
-        for node in ast.walk(tree):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
-            for name in names:
-                if name.startswith("edgekit.runtime.serve."):
-                    used.add(name.split(".")[3])
-                elif name == "edgekit.runtime.serve":
-                    used.update(a.name for a in node.names)
-        upward = {u for u in used if SERVE_ORDER.index(u) >= i}
-        assert not upward, f"runtime/serve/{module}.py imports {sorted(upward)}, which sit above it"
-
-
 # ------------------------------------------------------------------------------------ slow: served
 
 

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from edgekit.runtime.errors import EdgekitError
+from edgekit.runtime.serve import reload
 from edgekit.runtime.serve.app import App, log
 from edgekit.runtime.serve.auth import check_host, read_token
 from edgekit.runtime.serve.catalog import versions_of
@@ -24,11 +25,12 @@ from edgekit.runtime.serve.pool import ModelPool, default_workers
 
 
 def bundle_names(bundles: list[str]) -> dict[str, Path]:
-    """NAME -> bundle path; NAME is the folder's name (a bare model file: its stem)."""
+    """NAME -> bundle path; NAME is the folder's name (a bare model file: its stem; a fleet's
+    NAME/current link: NAME)."""
     names: dict[str, Path] = {}
     for item in bundles:
         path = Path(item).resolve()
-        name = path.stem if path.is_file() else path.name
+        name = reload.served_name(item)
         if name in names:
             raise EdgekitError(f"two bundles would both be served as {name!r}: {names[name]} and {path}; "
                                "rename one folder")
@@ -90,9 +92,14 @@ def serve(bundles: list[str], options: ServeOptions = ServeOptions()) -> int:
         log(f"serving {', '.join(served)} on http://{shown}:{port} ({workers} interpreter"
             f"{'s' if workers > 1 else ''} per model{', bearer token required' if token else ''}; "
             "TensorFlow Serving REST /v1, Open Inference Protocol /v2)")
+        # a bundle served through a link (a fleet's NAME/current) follows it: the one pool of its name
+        watcher = reload.watch(bundles, {n: next(iter(v.values())) for n, v in pools.items() if len(v) == 1},
+                               options.backend, log)
         try:
             server.serve_forever(poll_interval=0.2)
         finally:
+            if watcher:
+                watcher.stop()
             server.server_close()  # waits for the handler threads: requests in flight finish
             server.tracker.stop()
             for sig, handler in previous.items():
