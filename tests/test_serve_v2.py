@@ -12,7 +12,6 @@ versions with a token, and the fuzz run.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import gzip
 import json
@@ -28,7 +27,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from test_serve import ROOT, TOKEN, ServerProcess, raw_request, request
+from test_serve import TOKEN, ServerProcess, raw_request, request
 
 from edgekit.runtime.backends.base import TensorInfo
 from edgekit.runtime.serve import tensors

@@ -167,13 +167,12 @@ class Handler(BaseHTTPRequestHandler):
             self.request_version = "HTTP/1.1"  # always send a status line
         metrics = self.server.app.metrics
         metrics.started()
+        metrics.observe(None, "other", code, None)   # counted before the answer goes out, as in dispatch
         try:
             self.respond(code, JSON_TYPE, error_body(message or HTTPStatus(code).phrase),
                          (("Allow", "GET, POST"),) if code == 405 else ())
         except OSError:
             pass
-        finally:
-            metrics.observe(None, "other", code, None)
 
     def respond(self, status: int, content_type: str, body: bytes, headers=()) -> None:
         self.send_response(status)
@@ -236,11 +235,10 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # an unread body would be taken for the next request
         if self.close_connection and answer.status >= 400:
             self.linger = True
-        try:
-            self.respond(answer.status, answer.content_type, answer.body, answer.headers)
-        finally:
-            app.metrics.observe(name, route, answer.status,
-                                time.perf_counter() - started if route in TIMED_ROUTES else None)
+        # counted before the answer goes out: a client that has its answer sees it in /metrics
+        app.metrics.observe(name, route, answer.status,
+                            time.perf_counter() - started if route in TIMED_ROUTES else None)
+        self.respond(answer.status, answer.content_type, answer.body, answer.headers)
 
 def _decompress(data: bytes, encoding: str, limit: int) -> bytes:
     """A gzip or deflate body, inflated to at most `limit` bytes (a small bomb gets 413, not memory)."""
