@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import converted
 import numpy as np
 import pytest
 
@@ -113,8 +114,6 @@ def _by_variant(results, fmt):
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["text", "speech"])
 def test_lstm_models_use_only_builtin_ops_with_the_fused_lstm(exported, task):
-    from edgekit.export import tflite
-
     out, results, _ = exported(task)
     tflite_results = _by_variant(results, "tflite")
     assert {v for v, r in tflite_results.items() if r.ok} == {"fp32", "fp16", "dynamic", "int8"}
@@ -124,7 +123,7 @@ def test_lstm_models_use_only_builtin_ops_with_the_fused_lstm(exported, task):
             assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in result.reason
             continue
         # Read the op list from the file itself (flatbuffer), not from the manifest.
-        info = tflite.describe(result.bundle / "model.tflite")
+        info = converted.describe(result.bundle / "model.tflite")
         ops = set(info["ops"])
         assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in ops, (variant, ops)
         assert "WHILE" not in ops, (variant, ops)
@@ -136,8 +135,6 @@ def test_lstm_models_use_only_builtin_ops_with_the_fused_lstm(exported, task):
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["text", "speech", "image"])
 def test_fp32_parity_with_keras(exported, export_model_dir, task):
-    from edgekit.export import onnx as onnx_export
-    from edgekit.export import tflite
     from edgekit.train.io import load_model
 
     out, results, _ = exported(task)
@@ -152,11 +149,11 @@ def test_fp32_parity_with_keras(exported, export_model_dir, task):
     tflite_fp32 = _by_variant(results, "tflite")["fp32"].bundle / "model.tflite"
     onnx_fp32 = _by_variant(results, "onnx")["fp32"].bundle / "model.onnx"
     # 1e-5: the same float32 math in another runtime; only summation order differs (~1e-7 seen).
-    assert np.max(np.abs(tflite.run(tflite_fp32, x) - reference)) <= 1e-5
-    assert np.max(np.abs(onnx_export.run(onnx_fp32, x) - reference)) <= 1e-5
+    assert np.max(np.abs(converted.run(tflite_fp32, x) - reference)) <= 1e-5
+    assert np.max(np.abs(converted.run(onnx_fp32, x) - reference)) <= 1e-5
     # int8: sanity only, the same decisions on nearly all samples (accuracy gates live in verify/).
     int8 = _by_variant(results, "tflite")["int8"].bundle / "model.tflite"
-    agree = tflite.run(int8, x).argmax(-1) == reference.argmax(-1)
+    agree = converted.run(int8, x).argmax(-1) == reference.argmax(-1)
     assert agree.mean() >= 0.9
 
 
@@ -248,7 +245,6 @@ def test_failure_while_writing_a_bundle_leaves_nothing(export_model_dir, tmp_pat
 
 @pytest.mark.slow
 def test_int8_io_and_keep_float_layers(export_model_dir, tmp_path):
-    from edgekit.export import tflite
 
     results = export_model(export_model_dir("speech"), tmp_path / "io", formats=("tflite",),
                            variants=("int8",), int8_io="int8")
@@ -264,7 +260,7 @@ def test_int8_io_and_keep_float_layers(export_model_dir, tmp_path):
         manifest = json.loads((result.bundle / "manifest.json").read_text())
         assert manifest["recipe"] == "static_wi8_ai8" if result.format == "tflite" else "qdq_wi8_ai8"
         assert manifest["float_layers"] == ["probs"] and "keep_float_layers" not in manifest["export"]
-    info = tflite.describe(results[0].bundle / "model.tflite")
+    info = converted.describe(results[0].bundle / "model.tflite")
     assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in info["ops"]
     dtypes = {r["op"]: r["dtypes"][0] for r in info["op_records"]}
     assert dtypes["UNIDIRECTIONAL_SEQUENCE_LSTM"] == "int8"

@@ -14,6 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
+import converted
 import numpy as np
 import pytest
 import zoo
@@ -151,14 +152,14 @@ def test_grouped_convolutions_and_batchnorm_through_onnx(tmp_path):
     groups = sorted(a.i for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv"
                     for a in n.attribute if a.name == "group")
     assert groups == [1, 4, 16, 16]  # stem, grouped, grouped_dw, dw: all plain ONNX Conv
-    assert np.max(np.abs(onnx_export.run(fp32, x_test) - reference)) <= FP32_TOLERANCE
+    assert np.max(np.abs(converted.run(fp32, x_test) - reference)) <= FP32_TOLERANCE
 
     onnx_export.quantize_int8(fp32, int8, x_train[:128])
     onnx_export.check(int8)
     leftover = [n.name for n in onnx.load(str(int8)).graph.node
                 if n.op_type in ("Mul", "Add") and "batchnorm" in n.name]
     assert not leftover, leftover  # folded into the convs' per-channel weights
-    agreement = np.mean(onnx_export.run(int8, x_test).argmax(-1) == reference.argmax(-1))
+    agreement = np.mean(converted.run(int8, x_test).argmax(-1) == reference.argmax(-1))
     assert agreement >= INT8_AGREEMENT
 
 

@@ -276,7 +276,7 @@ def run_entry(entry: Entry, workdir: Path) -> Result:
         path.write_bytes(data)
         details = formats.device("tflite").read_graph(data).describe()
         problems = opcheck.check_ops("tflite", details["op_records"], layer_classes)
-        got = _run_file(path, details, x)
+        got = _run_file(path, x, model)
         result.variants[key] = _measure(reference, got, y, len(data), problems, details["ops"],
                                         time.perf_counter() - start)
     fp32 = workdir / "fp32.onnx"
@@ -294,18 +294,18 @@ def run_entry(entry: Entry, workdir: Path) -> Result:
             break
         details = formats.device("onnx").read_graph(path.read_bytes()).describe()
         problems = opcheck.check_ops("onnx", details["op_records"], layer_classes)
-        result.variants[f"onnx/{variant}"] = _measure(reference, _run_file(path, details, x), y,
+        result.variants[f"onnx/{variant}"] = _measure(reference, _run_file(path, x, model), y,
                                                       path.stat().st_size, problems, details["ops"],
                                                       time.perf_counter() - start)
     return result
 
 
-def _run_file(path: Path, details: dict, x):
-    """A converted file's outputs on `x`, run as a device runs it (the runtime's runner, XNNPACK on)."""
-    from edgekit.runtime.model import load_converted
+def _run_file(path: Path, x, model):
+    """A converted file's outputs on `x` (a list in the Keras model's input order for several inputs), run as a
+    device runs it (the runtime's runner, XNNPACK on)."""
+    import converted
 
-    with load_converted(path, {"inputs": details["inputs"], "outputs": details["outputs"]}) as model:
-        return model.predict_tensors(x)
+    return converted.run(path, x, [spec.name for spec in model.inputs])
 
 
 def _measure(reference, got, y, size, problems, ops, seconds) -> dict:
