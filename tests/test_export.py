@@ -151,10 +151,18 @@ def test_fp32_parity_with_keras(exported, export_model_dir, task):
     # 1e-5: the same float32 math in another runtime; only summation order differs (~1e-7 seen).
     assert np.max(np.abs(converted.run(tflite_fp32, x) - reference)) <= 1e-5
     assert np.max(np.abs(converted.run(onnx_fp32, x) - reference)) <= 1e-5
-    # int8: sanity only, the same decisions on nearly all samples (accuracy gates live in verify/).
+    # int8: sanity only (accuracy gates live in verify/): the same decisions wherever Keras is decisive.
+    # Over all held-out samples; a top-1 margin >= 0.2 keeps int8 rounding from flipping a near-tie. Image
+    # model measured: 92% agreement on all 500, 100% on the 185 decisive ones, every flip at margin < 0.12.
+    with np.load(export_model_dir(task) / "heldout.npz") as data:
+        x_all = data["x"]
+    reference_all = np.asarray(model(x_all, training=False))
+    top2 = np.sort(reference_all, axis=-1)[..., -2:]
+    decisive = top2[..., 1] - top2[..., 0] >= 0.2
+    assert decisive.sum() >= 30
     int8 = _by_variant(results, "tflite")["int8"].bundle / "model.tflite"
-    agree = converted.run(int8, x).argmax(-1) == reference.argmax(-1)
-    assert agree.mean() >= 0.9
+    agree = converted.run(int8, x_all).argmax(-1) == reference_all.argmax(-1)
+    assert agree[decisive].mean() >= 0.97
 
 
 # The size targets, on the models trained from ../shared/data: full int8 <= 30% of fp32 for

@@ -190,29 +190,56 @@ def test_a_12_megapixel_jpeg_is_decoded_reduced(cifar10_small, tmp_path):
 
 def test_a_phone_rotated_photo_and_its_upright_twin_get_the_same_prediction(cifar10_small, exported_dir,
                                                                             tmp_path):
-    """A real trained image model, run by the runtime CLI alone (TensorFlow never imported there)."""
+    """What the code guarantees first: the runtime's decoded model inputs of an EXIF-rotated phone
+    photo equal those of its upright twin up to JPEG re-encoding noise (and would not without the
+    EXIF step). Then labels from the real trained image model, run by the runtime CLI alone
+    (TensorFlow never imported there), on the photos where that model is decisive: a 46%-accurate model
+    flips near-ties on re-encoding noise alone, which says nothing about orientation."""
     import json
     import subprocess
     import sys
 
+    from PIL import Image
+
+    from edgekit import runtime
+
     bundle = exported_dir("image") / "image-tflite-fp32"
-    files = sorted((cifar10_small / "test").rglob("*.jpg"))[::97][:6]
+    files = sorted((cifar10_small / "test").rglob("*.jpg"))[::47][:20]
     inputs = []
     for i, f in enumerate(files):
-        from PIL import Image
-
         with Image.open(f) as img:
             photo = img.convert("RGB").resize((1280, 960), Image.Resampling.BICUBIC)  # decoded at 1/2
         photo.save(tmp_path / f"{i}-upright.jpg", quality=95)
         _save_sideways(photo, tmp_path / f"{i}-phone.jpg", quality=95)
         inputs += [str(tmp_path / f"{i}-upright.jpg"), str(tmp_path / f"{i}-phone.jpg")]
+        if i == 0:  # the phone photo's pixels with its orientation tag dropped: what a reader without EXIF sees
+            with Image.open(tmp_path / "0-phone.jpg") as img:
+                img.convert("RGB").save(tmp_path / "0-no-exif.png")
+
+    with runtime.load(bundle) as model:
+        preprocess = make_preprocessor(model.bundle.preprocessing, bundle)
+    arrays = preprocess(inputs).astype(np.float64)
+    span = float(arrays.max() - arrays.min())
+    noise = np.abs(arrays[::2] - arrays[1::2]).mean(axis=(1, 2, 3)) / span
+    unrotated = np.abs(preprocess([str(tmp_path / "0-no-exif.png")])[0] - arrays[0]).mean() / span
+    print(f"decoded inputs, upright vs EXIF-rotated: mean |diff| {noise.max() * 255:.2f} of 255 at most; "
+          f"without the EXIF step {unrotated * 255:.1f} of 255")
+    # Measured: 0.19 of 255 (re-encoding noise); ignoring the tag, tens of levels.
+    assert noise.max() < 1.5 / 255 and unrotated > 10 / 255
+
     code = ("import sys; from edgekit.runtime.cli import main; rc = main(sys.argv[1:]); "
             "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'; sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", code, "predict", str(bundle), *inputs, "--json", "--top-k", "10"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(proc.stdout)["predictions"]
+    decisive = 0
     for upright, phone in zip(rows[::2], rows[1::2]):
-        assert phone["label"] == upright["label"], (upright["input"], upright["label"], phone["label"])
+        top = sorted(upright["probabilities"].values(), reverse=True)
         for label, p in upright["probabilities"].items():
-            assert abs(phone["probabilities"][label] - p) < 0.05  # JPEG re-encoding of rotated pixels
+            assert abs(phone["probabilities"][label] - p) < 0.05  # re-encoding noise moves little
+        # A top-1 margin of 0.1 is twice the 0.05 that re-encoding may move a probability.
+        if top[0] - top[1] >= 0.1:
+            decisive += 1
+            assert phone["label"] == upright["label"], (upright["input"], upright["label"], phone["label"])
+    assert decisive >= 3  # about half of these 20 photos on the quick model
