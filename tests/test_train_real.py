@@ -69,13 +69,14 @@ def test_default_text_settings_reach_target(tmp_path, sms_spam):
 
 # Default speech training reaches 0.868 utterance accuracy here (seed 0; the previous release measured
 # 0.960 elsewhere) and 0.945-0.970 with any one of the five speakers held out (tests/listen_holdout.py
-# --default-training). 0.80: below the worst measured with margin, far above the quick model's 0.62-0.88.
+# --default-training). Only these six runs are measured (a default training takes 90 s): 0.75 leaves
+# the margin that the quick model's 26-point spread over seeds and kernels suggests.
 @pytest.mark.cost(94)
 def test_default_speech_settings_reach_target(tmp_path, fsdd):
     from edgekit.train import train_model
 
     meta = _meta(train_model("speech", out=tmp_path / "speech", data=fsdd))
-    assert meta["metrics"]["utterance_accuracy"] >= 0.80
+    assert meta["metrics"]["utterance_accuracy"] >= 0.75
 
 
 @pytest.mark.cost(455)
